@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Builds the test guests and the OCI image tarballs the shim's tests import
+# with `ctr image import`. Works from any directory; safe to re-run (cargo and
+# the C build skip unchanged work, and wasm-image output is deterministic).
+#
+# Output, all under test-images/out/ (gitignored):
+#   modules/*.wasm   the raw modules (hello, probe-p1, probe-p2, c-hello and
+#                    the bad ones), for tests that do not go through images
+#   *.tar            OCI image-layout tarballs, one per image (see below)
+#
+# Needs: rustup targets wasm32-wasip1 and wasm32-wasip2; clang, lld, wasi-libc
+# and libclang-rt-dev-wasm32 (Debian) for the C guest; busybox-static for the
+# busybox image. Environment overrides:
+#   WASI_SYSROOT   sysroot for the C guest (default: /usr/share/wasi-sysroot
+#                  if present, else /usr, where Debian's wasi-libc lives)
+#   CLANG          C compiler (default: clang)
+#   BUSYBOX        static busybox binary (default: /bin/busybox)
+#   WASM_IMAGE     an already built wasm-image binary (default: build it with
+#                  `cargo build --release -p wasm-image` in the root workspace)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+guests="$here/guests"
+out="$here/out"
+modules="$out/modules"
+build="$out/build"
+
+log() { printf '==> %s\n' "$*"; }
+die() { printf 'build.sh: error: %s\n' "$*" >&2; exit 1; }
+
+mkdir -p "$out" "$modules" "$build"
+
+# --- Rust guests -------------------------------------------------------------
+installed="$(rustup target list --installed 2>/dev/null || true)"
+for t in wasm32-wasip1 wasm32-wasip2; do
+    grep -qx "$t" <<<"$installed" ||
+        die "Rust target $t is not installed: run 'rustup target add wasm32-wasip1 wasm32-wasip2'"
+done
+log "building Rust guests (wasm32-wasip1, wasm32-wasip2)"
+# An explicit --target-dir keeps a CARGO_TARGET_DIR from the environment from
+# moving the guests out of test-images/guests/target.
+cargo build --release --quiet \
+    --manifest-path "$guests/Cargo.toml" \
+    --target-dir "$guests/target" \
+    --target wasm32-wasip1 --target wasm32-wasip2
+p1="$guests/target/wasm32-wasip1/release"
+p2="$guests/target/wasm32-wasip2/release"
+cp "$p1/hello.wasm" "$modules/hello.wasm"
+cp "$p1/probe.wasm" "$modules/probe-p1.wasm"
+cp "$p2/probe.wasm" "$modules/probe-p2.wasm"
+
+# --- C guest -----------------------------------------------------------------
+clang="${CLANG:-clang}"
+command -v "$clang" >/dev/null ||
+    die "$clang not found: apt-get install clang lld wasi-libc libclang-rt-dev-wasm32"
+if [[ -z "${WASI_SYSROOT:-}" ]]; then
+    if [[ -d /usr/share/wasi-sysroot ]]; then
+        WASI_SYSROOT=/usr/share/wasi-sysroot
+    else
+        WASI_SYSROOT=/usr # Debian: /usr/include/wasm32-wasi, /usr/lib/wasm32-wasi
+    fi
+fi
+c_src="$guests/c/hello.c"
+c_out="$build/c-hello.wasm"
+if [[ ! -s "$c_out" || "$c_src" -nt "$c_out" || "${BASH_SOURCE[0]}" -nt "$c_out" ]]; then
+    log "building C guest with $clang (sysroot $WASI_SYSROOT)"
+    "$clang" --target=wasm32-wasi --sysroot="$WASI_SYSROOT" \
+        -O2 -Wall -Wextra -Werror -Wl,--strip-all \
+        -o "$c_out.tmp" "$c_src" ||
+        die "C guest build failed (needs clang, lld, wasi-libc, libclang-rt-dev-wasm32)"
+    mv "$c_out.tmp" "$c_out"
+else
+    log "C guest is up to date"
+fi
+cp "$c_out" "$modules/c-hello.wasm"
+
+# --- Bad modules -------------------------------------------------------------
+# A valid header followed by bytes that are no section; no header at all; nothing.
+printf '\0asm\1\0\0\0\377\377\377\377garbage after a valid header\n' >"$modules/malformed.wasm"
+printf 'this is a text file, not a WebAssembly module\n' >"$modules/garbage.wasm"
+: >"$modules/empty.wasm"
+
+# --- wasm-image --------------------------------------------------------------
+if [[ -n "${WASM_IMAGE:-}" ]]; then
+    wasm_image="$WASM_IMAGE"
+else
+    log "building wasm-image"
+    (cd "$root" && cargo build --release --quiet -p wasm-image)
+    target_dir="${CARGO_TARGET_DIR:-target}"
+    [[ "$target_dir" = /* ]] || target_dir="$root/$target_dir"
+    wasm_image="$target_dir/release/wasm-image"
+fi
+[[ -x "$wasm_image" ]] || die "wasm-image binary not found at $wasm_image"
+
+# --- Images ------------------------------------------------------------------
+case "$(uname -m)" in
+    x86_64) arch=amd64 ;;
+    aarch64 | arm64) arch=arm64 ;;
+    *) arch="$(uname -m)" ;;
+esac
+platform="linux/$arch"
+
+# image FILE-STEM REF [wasm-image options...]
+image() {
+    local stem="$1" ref="$2"
+    shift 2
+    "$wasm_image" build --name "$ref" --out "$out/$stem.tar" --platform "$platform" "$@" >/dev/null
+    built+=("$(printf '%-34s %-16s %s' "$ref" "$stem.tar" "$(stat -c %s "$out/$stem.tar") bytes")")
+}
+built=()
+
+data="$build/data.txt"
+printf 'data-in-app\n' >"$data"
+
+log "writing image tarballs to $out"
+image hello localhost/test/hello:latest \
+    --file "$modules/hello.wasm:/hello.wasm:0755" --entrypoint /hello.wasm
+for variant in p1 p2; do
+    stem=probe
+    [[ $variant = p2 ]] && stem=probe-p2
+    image "$stem" "localhost/test/$stem:latest" \
+        --file "$modules/probe-$variant.wasm:/probe.wasm:0755" \
+        --dir /app:0755 --file "$data:/app/data.txt:0644" \
+        --env PROBE_IMAGE_ENV=from-image --entrypoint /probe.wasm
+done
+image c-hello localhost/test/c-hello:latest \
+    --file "$modules/c-hello.wasm:/hello.wasm:0755" --entrypoint /hello.wasm
+image c-greet localhost/test/c-greet:latest \
+    --file "$modules/c-hello.wasm:/hello.wasm:0755" --entrypoint '/hello.wasm#greet'
+for bad in malformed garbage empty; do
+    image "$bad" "localhost/test/$bad:latest" \
+        --file "$modules/$bad.wasm:/bad.wasm:0755" --entrypoint /bad.wasm
+done
+image missing localhost/test/missing:latest \
+    --file "$modules/hello.wasm:/hello.wasm:0755" --entrypoint /nope.wasm
+
+busybox="${BUSYBOX:-/bin/busybox}"
+[[ -x "$busybox" ]] || die "$busybox not found: apt-get install busybox-static"
+links=()
+for applet in sh echo sleep cat true; do
+    links+=(--symlink "/bin/$applet:busybox")
+done
+image busybox localhost/test/busybox:latest \
+    --file "$busybox:/bin/busybox:0755" "${links[@]}" --env PATH=/bin --cmd sh
+
+log "built:"
+printf '    %s\n' "${built[@]}"
+log "modules in $modules:"
+for m in "$modules"/*.wasm; do
+    printf '    %-20s %s bytes\n' "$(basename "$m")" "$(stat -c %s "$m")"
+done
