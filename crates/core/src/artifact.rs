@@ -1,0 +1,261 @@
+//! The compiled artifact cache: native code this node produced, keyed so that it is only ever
+//! loaded by the engine build and CPU it was made for.
+//!
+//! Layout (one folder per node, `0700`): `<key>.bin` is the engine's artifact and `<key>.sha256`
+//! its checksum. The checksum is written first and the artifact renamed into place last, so an
+//! artifact without a matching checksum is never trusted: it is discarded and rebuilt. Builders
+//! of the same key serialise on `<key>.lock`, so concurrent first starts compile once.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Bump when the layout or the key derivation changes.
+const FORMAT: &str = "wasm-shim-artifact/v1";
+
+/// A verified artifact ready to be mapped by the engine.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub key: String,
+    pub path: PathBuf,
+}
+
+/// How an artifact was obtained, for the log and the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Compiled,
+}
+
+pub struct ArtifactCache {
+    dir: PathBuf,
+}
+
+impl ArtifactCache {
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .io_context(|| format!("creating cache folder {}", dir.display()))?;
+        Ok(ArtifactCache { dir })
+    }
+
+    /// The key of a module: its digest plus everything about the engine that shapes the code.
+    pub fn key(engine_fingerprint: &str, module_digest: &str) -> String {
+        let mut h = Sha256::new();
+        for part in [FORMAT, engine_fingerprint, module_digest] {
+            h.update(part.as_bytes());
+            h.update(b"\n");
+        }
+        hex::encode(h.finalize())
+    }
+
+    fn paths(&self, key: &str) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join(format!("{key}.bin")),
+            self.dir.join(format!("{key}.sha256")),
+        )
+    }
+
+    /// A verified artifact for `key`, if there is one. A corrupt entry is removed with a warning.
+    pub fn lookup(&self, key: &str) -> Result<Option<Artifact>> {
+        let (bin, sum) = self.paths(key);
+        let expected = match fs::read_to_string(&sum) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::Cache(format!("reading {}: {e}", sum.display()))),
+        };
+        match sha256_file(&bin) {
+            Ok(actual) if actual == expected.trim() => Ok(Some(Artifact {
+                key: key.to_string(),
+                path: bin,
+            })),
+            Ok(actual) => {
+                log::warn!(
+                    "cache entry {key} is corrupt (sha256 {actual}, expected {}): discarding it",
+                    expected.trim()
+                );
+                let _ = fs::remove_file(&bin);
+                let _ = fs::remove_file(&sum);
+                Ok(None)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Cache(format!("reading {}: {e}", bin.display()))),
+        }
+    }
+
+    /// The artifact for `key`, produced by `build` into a temporary file when missing.
+    pub fn get_or_build(
+        &self,
+        key: &str,
+        build: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<(Artifact, Outcome)> {
+        if let Some(found) = self.lookup(key)? {
+            return Ok((found, Outcome::Hit));
+        }
+        let lock_path = self.dir.join(format!("{key}.lock"));
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .io_context(|| format!("opening {}", lock_path.display()))?;
+        lock.lock()
+            .io_context(|| format!("locking {}", lock_path.display()))?;
+        // Someone else may have built it while we waited.
+        if let Some(found) = self.lookup(key)? {
+            return Ok((found, Outcome::Hit));
+        }
+
+        let (bin, sum) = self.paths(key);
+        let tmp = self.dir.join(format!(".{key}.{}.tmp", std::process::id()));
+        let built = build(&tmp).and_then(|()| {
+            let digest = sha256_file(&tmp).io_context(|| format!("reading {}", tmp.display()))?;
+            File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .io_context(|| format!("syncing {}", tmp.display()))?;
+            write_atomically(&sum, digest.as_bytes())?;
+            fs::rename(&tmp, &bin).io_context(|| format!("publishing {}", bin.display()))?;
+            Ok(())
+        });
+        if built.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        built?;
+        drop(lock);
+        Ok((
+            Artifact {
+                key: key.to_string(),
+                path: bin,
+            },
+            Outcome::Compiled,
+        ))
+    }
+}
+
+fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    let mut f = File::create(&tmp).io_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .io_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).io_context(|| format!("publishing {}", path.display()))
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build_with(content: &'static [u8]) -> impl FnOnce(&Path) -> Result<()> {
+        move |p: &Path| fs::write(p, content).io_context(|| "test build".into())
+    }
+
+    #[test]
+    fn key_depends_on_engine_and_module() {
+        let k = ArtifactCache::key("wasmtime 48 x86_64+avx2", "sha256:aa");
+        assert_eq!(k.len(), 64);
+        assert_eq!(
+            k,
+            ArtifactCache::key("wasmtime 48 x86_64+avx2", "sha256:aa")
+        );
+        assert_ne!(
+            k,
+            ArtifactCache::key("wasmtime 49 x86_64+avx2", "sha256:aa")
+        );
+        assert_ne!(k, ArtifactCache::key("wasmtime 48 x86_64", "sha256:aa"));
+        assert_ne!(
+            k,
+            ArtifactCache::key("wasmtime 48 x86_64+avx2", "sha256:ab")
+        );
+    }
+
+    #[test]
+    fn builds_once_then_hits() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::open(dir.path().join("c")).unwrap();
+        let (a, o) = cache.get_or_build("k", build_with(b"native")).unwrap();
+        assert_eq!(o, Outcome::Compiled);
+        assert_eq!(fs::read(&a.path).unwrap(), b"native");
+        let (b, o) = cache
+            .get_or_build("k", |_| panic!("must not rebuild"))
+            .unwrap();
+        assert_eq!((o, b.path), (Outcome::Hit, a.path));
+    }
+
+    #[test]
+    fn corrupt_or_truncated_entries_are_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::open(dir.path()).unwrap();
+        let (a, _) = cache.get_or_build("k", build_with(b"native code")).unwrap();
+        fs::write(&a.path, b"native cod").unwrap();
+        assert!(cache.lookup("k").unwrap().is_none());
+        assert!(!a.path.exists(), "corrupt artifact removed");
+        let (_, o) = cache.get_or_build("k", build_with(b"native code")).unwrap();
+        assert_eq!(o, Outcome::Compiled);
+        // An artifact with no checksum (a crash mid-publish) is not trusted either.
+        fs::remove_file(dir.path().join("k.sha256")).unwrap();
+        assert!(cache.lookup("k").unwrap().is_none());
+    }
+
+    #[test]
+    fn failed_build_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::open(dir.path()).unwrap();
+        let err = cache
+            .get_or_build("k", |p| {
+                fs::write(p, b"half").unwrap();
+                Err(Error::Cache("compile failed".into()))
+            })
+            .unwrap_err();
+        assert_eq!(err.to_string(), "artifact cache: compile failed");
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !n.ends_with(".lock"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn concurrent_builders_compile_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let builds = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let cache = ArtifactCache::open(dir.path()).unwrap();
+                    cache
+                        .get_or_build("k", |p| {
+                            builds.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                            fs::write(p, b"x").io_context(|| "w".into())
+                        })
+                        .unwrap();
+                });
+            }
+        });
+        assert_eq!(builds.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+}

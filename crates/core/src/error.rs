@@ -1,0 +1,72 @@
+//! Typed errors of the core. Each names what was wrong in terms a containerd user can act on;
+//! the task service turns them into ttrpc statuses that `ctr` and kubelet print.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The bundle's `config.json` is missing, unreadable or not an OCI runtime spec.
+    #[error("invalid bundle {path}: {reason}")]
+    Bundle { path: PathBuf, reason: String },
+
+    /// A field of the OCI spec (or an annotation) has a value the sandbox cannot honour.
+    #[error("invalid spec field `{field}`: {reason}")]
+    Spec { field: String, reason: String },
+
+    /// The entrypoint does not name a Wasm module the container can reach.
+    #[error("entrypoint {path}: {reason}")]
+    Entrypoint { path: String, reason: String },
+
+    /// The file is not WebAssembly at all (no `\0asm` magic) or is empty.
+    #[error("{path} is not a WebAssembly module: {reason}")]
+    NotWasm { path: String, reason: String },
+
+    /// The engine rejected or failed on the module.
+    #[error("{0:#}")]
+    Engine(anyhow::Error),
+
+    /// The node's artifact cache could not be used.
+    #[error("artifact cache: {0}")]
+    Cache(String),
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn spec(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Spec {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attach a context sentence to an io::Error.
+pub(crate) trait IoContext<T> {
+    fn io_context(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn io_context(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            context: context(),
+            source,
+        })
+    }
+}
+
+impl<T> IoContext<T> for nix::Result<T> {
+    fn io_context(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|errno| Error::Io {
+            context: context(),
+            source: std::io::Error::from(errno),
+        })
+    }
+}

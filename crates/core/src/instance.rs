@@ -1,0 +1,114 @@
+//! The instance process: one per container, a re-exec of the shim binary.
+//!
+//! Like `runc init`, it is created at the task's Create: it maps the artifact and instantiates
+//! the guest, reports `ready` (or the error) on its status pipe, then blocks on its start pipe
+//! until the task's Start. A process of its own means a signal stops the guest as it would stop
+//! any process, and the shim server never holds an engine's memory.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Engine, GuestExit, InstanceRequest};
+use crate::policy::SandboxPolicy;
+use crate::source::ModuleKind;
+
+/// Written into the bundle by the task service at Create, read by the instance process.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InstanceConfig {
+    pub id: String,
+    pub policy: SandboxPolicy,
+    pub artifact: PathBuf,
+    pub kind: ModuleKind,
+    pub entry_function: Option<String>,
+}
+
+pub const CONFIG_FILE: &str = "wasm-instance.json";
+/// The argument that turns the shim binary into an instance process.
+pub const SUBCOMMAND: &str = "instance";
+/// Read end of the start pipe: one byte means "run", EOF means "never run".
+pub const START_FD: RawFd = 3;
+/// Write end of the status pipe: `ready\n` or `error: <message>\n`.
+pub const STATUS_FD: RawFd = 4;
+
+/// Exit code when the guest trapped (as 128 + SIGABRT, what a crashing native process gives).
+pub const EXIT_TRAP: i32 = 134;
+/// Exit code when the guest could not be set up at all.
+pub const EXIT_SETUP: i32 = 126;
+
+/// Entry of the instance process; returns the process exit code.
+pub fn run<E: Engine>(bundle: &Path) -> i32 {
+    // SAFETY: the task service passes exactly these two fds; nothing else owns them here.
+    let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
+    let mut start = unsafe { File::from_raw_fd(START_FD) };
+
+    let t0 = Instant::now();
+    let prepared = match prepare::<E>(bundle) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(status, "error: {}", one_line(&format!("{e:#}")));
+            return EXIT_SETUP;
+        }
+    };
+    let (config_id, prepared) = prepared;
+    log::info!(
+        "{config_id}: engine {} instance ready in {} us",
+        E::NAME,
+        t0.elapsed().as_micros()
+    );
+    let _ = status.write_all(b"ready\n");
+    drop(status);
+
+    let mut go = [0u8; 1];
+    if !matches!(start.read(&mut go), Ok(1)) {
+        // The task was deleted before it was started.
+        return 0;
+    }
+    drop(start);
+    let t_start = Instant::now();
+    let exit = prepared.run();
+    log::info!(
+        "{config_id}: guest ran {} us, {exit:?}",
+        t_start.elapsed().as_micros()
+    );
+    match exit {
+        GuestExit::Exited(code) => code,
+        GuestExit::Trapped(message) => {
+            eprintln!("{message}");
+            EXIT_TRAP
+        }
+    }
+}
+
+type Prepared = (String, Box<dyn crate::engine::PreparedInstance>);
+
+fn prepare<E: Engine>(bundle: &Path) -> anyhow::Result<Prepared> {
+    use anyhow::Context;
+    let path = bundle.join(CONFIG_FILE);
+    let config: InstanceConfig = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", path.display()))?;
+    let t0 = Instant::now();
+    let engine = E::new().context("starting the engine")?;
+    let prepared = engine.prepare(InstanceRequest {
+        artifact: &config.artifact,
+        kind: config.kind,
+        policy: &config.policy,
+        entry_function: config.entry_function.as_deref(),
+    })?;
+    log::debug!(
+        "{}: load + instantiate {} us",
+        config.id,
+        t0.elapsed().as_micros()
+    );
+    Ok((config.id, prepared))
+}
+
+fn one_line(s: &str) -> String {
+    s.replace('\n', " ")
+}

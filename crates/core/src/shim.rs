@@ -1,0 +1,224 @@
+//! The shim binary: containerd's `start` / `delete` actions and the ttrpc server, plus the
+//! subcommands the server runs itself as (`instance`, `compile-artifact`) and the node
+//! precompile command (`compile`).
+
+use std::io::Read;
+use std::marker::PhantomData;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use containerd_shim::api::DeleteResponse;
+use containerd_shim::protos::protobuf::MessageField;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{Config, ExitSignal, Flags, StartOpts};
+
+use crate::artifact::{ArtifactCache, Outcome};
+use crate::config::NodeConfig;
+use crate::engine::Engine;
+use crate::source::ModuleSource;
+use crate::task::{compile, Compiler, TaskService};
+use crate::{instance, shim_log};
+
+/// CRI groups a pod's containers under one shim with this annotation.
+const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+/// The instance's pid, for `delete` after a shim crash.
+pub const PID_FILE: &str = "instance.pid";
+
+/// Run the shim binary of engine `E`; `runtime_id` is e.g. `io.containerd.wasmtime.v1`.
+pub fn main<E: Engine>(runtime_id: &str) {
+    let args: Vec<String> = std::env::args().collect();
+    let node = NodeConfig::from_env();
+    let code = match args.get(1).map(String::as_str) {
+        Some(instance::SUBCOMMAND) if args.len() == 3 => {
+            shim_log::init_fifo_logger(node.log_level);
+            instance::run::<E>(Path::new(&args[2]))
+        }
+        Some(compile::SUBCOMMAND) => compile_artifact::<E>(&args[2..]),
+        Some("compile") => precompile_cli::<E>(&node, &args[2..]),
+        Some("--version") | Some("version") => {
+            println!("{} {} ({})", runtime_id, env!("CARGO_PKG_VERSION"), E::NAME);
+            0
+        }
+        _ => {
+            let config = Config {
+                default_log_level: node.log_level.to_string().to_lowercase(),
+                ..Default::default()
+            };
+            containerd_shim::run::<WasmShim<E>>(runtime_id, Some(config));
+            0
+        }
+    };
+    std::process::exit(code);
+}
+
+/// `compile-artifact --kind K --out PATH`: module on stdin, artifact to PATH.
+fn compile_artifact<E: Engine>(args: &[String]) -> i32 {
+    let (Some(kind), Some(out)) = (flag(args, "--kind"), flag(args, "--out")) else {
+        eprintln!(
+            "usage: {} --kind module|component --out PATH < module.wasm",
+            compile::SUBCOMMAND
+        );
+        return 2;
+    };
+    let Some(kind) = compile::parse_kind(kind) else {
+        eprintln!("unknown module kind {kind}");
+        return 2;
+    };
+    let mut wasm = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut wasm) {
+        eprintln!("reading the module: {e}");
+        return 1;
+    }
+    let result = E::new()
+        .and_then(|engine| engine.precompile(&wasm, kind))
+        .and_then(|artifact| std::fs::write(out, artifact).map_err(Into::into));
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{e:#}");
+            1
+        }
+    }
+}
+
+/// `compile FILE...`: fill this node's cache ahead of the first start.
+fn precompile_cli<E: Engine>(node: &NodeConfig, files: &[String]) -> i32 {
+    if files.is_empty() {
+        eprintln!(
+            "usage: compile FILE.wasm...   (cache: {})",
+            node.cache_dir.display()
+        );
+        return 2;
+    }
+    let run = || -> anyhow::Result<()> {
+        let engine = E::new()?;
+        let cache = ArtifactCache::open(&node.cache_dir)?;
+        for file in files {
+            let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("reading {file}: {e}"))?;
+            let source = ModuleSource::from_bytes(file.clone(), bytes)?;
+            let key = ArtifactCache::key(&engine.fingerprint(), &source.digest);
+            let t0 = std::time::Instant::now();
+            let (artifact, outcome) = cache.get_or_build(&key, |out| {
+                let native = engine
+                    .precompile(&source.bytes, source.kind)
+                    .map_err(crate::Error::Engine)?;
+                std::fs::write(out, native).map_err(|e| crate::Error::Cache(e.to_string()))
+            })?;
+            println!(
+                "{file}: {} {} in {} ms -> {}",
+                source.digest,
+                match outcome {
+                    Outcome::Hit => "already cached",
+                    Outcome::Compiled => "compiled",
+                },
+                t0.elapsed().as_millis(),
+                artifact.path.display()
+            );
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{e:#}");
+            1
+        }
+    }
+}
+
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+pub struct WasmShim<E> {
+    namespace: String,
+    exit: Arc<ExitSignal>,
+    engine: PhantomData<fn() -> E>,
+}
+
+impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
+    type T = TaskService;
+
+    fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        WasmShim {
+            namespace: args.namespace.clone(),
+            exit: Arc::default(),
+            engine: PhantomData,
+        }
+    }
+
+    fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        // containerd runs `start` in the bundle folder.
+        let grouping = crate::bundle::annotations(Path::new("."))
+            .remove(SANDBOX_ID_ANNOTATION)
+            .unwrap_or_else(|| opts.id.clone());
+        let (_, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
+        Ok(address)
+    }
+
+    fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        // containerd runs `delete` in the bundle folder when the shim is gone.
+        let bundle = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        kill_orphan_instance(&bundle);
+        if let Err(e) = crate::task::unmount_all(&bundle.join("rootfs")) {
+            log::warn!("{e}");
+        }
+        let _ = std::fs::remove_file(bundle.join(instance::CONFIG_FILE));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(DeleteResponse {
+            exit_status: 137,
+            exited_at: MessageField::some(
+                containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp {
+                    seconds: now.as_secs() as i64,
+                    nanos: now.subsec_nanos() as i32,
+                    ..Default::default()
+                },
+            ),
+            ..Default::default()
+        })
+    }
+
+    fn wait(&mut self) {
+        self.exit.wait();
+    }
+
+    fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        let node = NodeConfig::from_env();
+        TaskService::new(
+            publisher,
+            self.namespace.clone(),
+            Box::new(move || {
+                let engine = E::new().map_err(crate::Error::Engine)?;
+                Compiler::new(engine.fingerprint(), node.cache_dir.clone())
+            }),
+            self.exit.clone(),
+        )
+    }
+}
+
+/// Kill an instance process whose shim died, if it is still the one of this bundle.
+fn kill_orphan_instance(bundle: &Path) {
+    let Some(pid) = std::fs::read_to_string(bundle.join(PID_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let ours = cmdline
+        .split(|b| *b == 0)
+        .any(|arg| Path::new(std::ffi::OsStr::from_bytes(arg)) == bundle);
+    if ours {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = std::fs::remove_file(bundle.join(PID_FILE));
+}

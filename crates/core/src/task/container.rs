@@ -1,0 +1,226 @@
+//! One Wasm container of this shim: created from a bundle, backed by an instance process.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use containerd_shim::protos::types::mount::Mount;
+use nix::fcntl::OFlag;
+
+use crate::artifact::Outcome;
+use crate::error::{Error, IoContext, Result};
+use crate::instance::{self, InstanceConfig};
+use crate::policy::SandboxPolicy;
+use crate::source::ModuleSource;
+use crate::task::compile::Compiler;
+use crate::task::rootfs::Rootfs;
+use crate::task::stdio::{StdinFeeder, Stdio, StdioPaths};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Created,
+    Running,
+    Stopped,
+}
+
+pub struct Container {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub stdio: StdioPaths,
+    pub pid: u32,
+    pub status: Status,
+    start_pipe: Option<File>,
+    stdin_feeder: Option<StdinFeeder>,
+    rootfs: Rootfs,
+}
+
+/// What Create needs from the request.
+pub struct CreateRequest<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub rootfs: &'a [Mount],
+    pub stdio: StdioPaths,
+    pub terminal: bool,
+}
+
+impl Container {
+    /// spec -> policy -> module source -> artifact -> instance process, ready to start.
+    pub fn create(req: CreateRequest<'_>, compiler: &Compiler) -> Result<Self> {
+        if req.terminal {
+            return Err(Error::spec(
+                "process.terminal",
+                "a terminal (tty) is not supported for Wasm containers; run without -t",
+            ));
+        }
+        let t0 = Instant::now();
+        let spec = crate::bundle::load_spec(req.bundle)?;
+        let policy = SandboxPolicy::from_spec(&spec, req.bundle)?;
+        let entry_function = SandboxPolicy::entry_function(&spec);
+        let t_policy = t0.elapsed();
+
+        let rootfs = Rootfs::mount(req.bundle, req.rootfs)?;
+        let t1 = Instant::now();
+        let source = ModuleSource::from_entrypoint(&policy)?;
+        let t_source = t1.elapsed();
+        let t2 = Instant::now();
+        let (artifact, outcome) = compiler.artifact_for(&source)?;
+        let t_artifact = t2.elapsed();
+        log::info!(
+            "{}: {} ({:?}, {} bytes, {}) policy {} us, read {} us, {} {} us",
+            req.id,
+            source.guest_path,
+            source.kind,
+            source.bytes.len(),
+            source.digest,
+            t_policy.as_micros(),
+            t_source.as_micros(),
+            match outcome {
+                Outcome::Hit => "cache hit",
+                Outcome::Compiled => "compiled",
+            },
+            t_artifact.as_micros()
+        );
+
+        let config = InstanceConfig {
+            id: req.id.to_string(),
+            policy,
+            artifact: artifact.path,
+            kind: source.kind,
+            entry_function,
+        };
+        let config_path = req.bundle.join(instance::CONFIG_FILE);
+        std::fs::write(
+            &config_path,
+            serde_json::to_vec(&config).expect("instance config serialises"),
+        )
+        .io_context(|| format!("writing {}", config_path.display()))?;
+
+        let mut stdio = Stdio::open(&req.stdio)?;
+        let stdin_feeder = stdio.stdin_feeder.take();
+        let t3 = Instant::now();
+        let (pid, start_pipe) = spawn_instance(req.bundle, stdio)?;
+        let pid_file = req.bundle.join(crate::shim::PID_FILE);
+        std::fs::write(&pid_file, pid.to_string())
+            .io_context(|| format!("writing {}", pid_file.display()))?;
+        log::info!(
+            "{}: instance pid {pid} ready in {} us",
+            req.id,
+            t3.elapsed().as_micros()
+        );
+        Ok(Container {
+            id: req.id.to_string(),
+            bundle: req.bundle.to_path_buf(),
+            stdio: req.stdio,
+            pid,
+            status: Status::Created,
+            start_pipe: Some(start_pipe),
+            stdin_feeder,
+            rootfs,
+        })
+    }
+
+    pub fn start(&mut self) -> Result<()> {
+        let mut pipe = self.start_pipe.take().ok_or_else(|| Error::Spec {
+            field: "task".into(),
+            reason: "already started".into(),
+        })?;
+        pipe.write_all(b"s")
+            .io_context(|| format!("starting instance {}", self.pid))?;
+        self.status = Status::Running;
+        Ok(())
+    }
+
+    pub fn close_stdin(&mut self) {
+        if let Some(feeder) = self.stdin_feeder.as_mut() {
+            feeder.close();
+        }
+    }
+
+    /// Release everything the container holds on the host. The process must have exited.
+    pub fn cleanup(&mut self) -> Result<()> {
+        self.start_pipe = None;
+        self.stdin_feeder = None;
+        let _ = std::fs::remove_file(self.bundle.join(instance::CONFIG_FILE));
+        let _ = std::fs::remove_file(self.bundle.join(crate::shim::PID_FILE));
+        self.rootfs.unmount()
+    }
+}
+
+/// Start the instance process and wait until it reports ready (or why it cannot be).
+fn spawn_instance(bundle: &Path, stdio: Stdio) -> Result<(u32, File)> {
+    let (start_r, start_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    let exe = std::env::current_exe().io_context(|| "locating the shim binary".into())?;
+
+    let mut cmd = Command::new(exe);
+    cmd.arg(instance::SUBCOMMAND)
+        .arg(bundle)
+        .env_clear()
+        .stdin(stdio.stdin)
+        .stdout(stdio.stdout)
+        .stderr(stdio.stderr);
+    if let Ok(level) = std::env::var("RUST_LOG") {
+        cmd.env("RUST_LOG", level);
+    }
+    let (start_fd, status_fd) = (start_r.as_raw_fd(), status_w.as_raw_fd());
+    // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 clears close-on-exec on the new fd, so exactly these two are inherited.
+            for (from, to) in [
+                (start_fd, instance::START_FD),
+                (status_fd, instance::STATUS_FD),
+            ] {
+                let ok = if from == to {
+                    libc::fcntl(to, libc::F_SETFD, 0) >= 0
+                } else {
+                    libc::dup2(from, to) >= 0
+                };
+                if !ok {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .io_context(|| "starting the instance process".into())?;
+    let pid = child.id();
+    // The shim's reaper collects the exit; the Child handle must not wait itself.
+    drop(child);
+    drop((start_r, status_w));
+
+    let mut line = String::new();
+    let read = BufReader::new(File::from(status_r)).read_line(&mut line);
+    match (read, line.trim_end()) {
+        (Ok(_), "ready") => Ok((pid, File::from(start_w))),
+        (_, msg) => {
+            // Whatever happened, the process must not outlive the failed create.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let reason = msg.strip_prefix("error: ").unwrap_or(msg);
+            Err(Error::Engine(anyhow::anyhow!(
+                "{}",
+                if reason.is_empty() {
+                    "the instance process exited before it was ready"
+                } else {
+                    reason
+                }
+            )))
+        }
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).io_context(|| "creating a pipe".into())
+}
+
+/// How long Delete waits for a killed, never-started instance to be reaped.
+pub const REAP_TIMEOUT: Duration = Duration::from_secs(5);
