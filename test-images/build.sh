@@ -40,7 +40,7 @@ done
 log "building Rust guests (wasm32-wasip1, wasm32-wasip2)"
 # An explicit --target-dir keeps a CARGO_TARGET_DIR from the environment from
 # moving the guests out of test-images/guests/target.
-cargo build --release --quiet \
+cargo build --release \
     --manifest-path "$guests/Cargo.toml" \
     --target-dir "$guests/target" \
     --target wasm32-wasip1 --target wasm32-wasip2
@@ -86,7 +86,7 @@ if [[ -n "${WASM_IMAGE:-}" ]]; then
     wasm_image="$WASM_IMAGE"
 else
     log "building wasm-image"
-    (cd "$root" && cargo build --release --quiet -p wasm-image)
+    (cd "$root" && cargo build --release -p wasm-image)
     target_dir="${CARGO_TARGET_DIR:-target}"
     [[ "$target_dir" = /* ]] || target_dir="$root/$target_dir"
     wasm_image="$target_dir/release/wasm-image"
