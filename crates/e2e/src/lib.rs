@@ -1,0 +1,881 @@
+//! Harness for the end-to-end tests in `tests/`.
+//!
+//! The tests drive a real containerd through `ctr`, the way a user would. They
+//! do not start containerd themselves: `scripts/test` starts a private one
+//! (see `scripts/lib/containerd.sh`) and passes it in through the environment:
+//!
+//! - `CONTAINERD_ADDRESS` (required): the containerd socket.
+//! - `E2E_RUNTIME`: the runtime under test (default `io.containerd.wasmtime.v1`).
+//! - `E2E_IMAGES_DIR`: the image tarballs written by `test-images/build.sh`
+//!   (default `<repo>/test-images/out`).
+//! - `CTR_BIN`: the `ctr` binary (default `ctr`).
+//! - `CTD_DIR`: the private containerd's folder; FIFOs and host folders for
+//!   mounts are put under it, and the clean-up checks look into its state dir.
+//! - `E2E_CONTAINERD_STATE`: containerd's state dir (default `$CTD_DIR/state`).
+//!
+//! Each test works in its own containerd namespace ([`Ns`]), imports the
+//! images it needs into it, and removes what it created even when it fails
+//! ([`Container`]'s `Drop`). Every `ctr` call has a timeout, so a hang fails
+//! the test with what `ctr` printed instead of blocking the suite.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long one `ctr` call may take before it is killed and the test fails.
+pub const CTR_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The runc runtime, for comparison runs.
+pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
+
+/// Settings read from the environment once per process.
+#[derive(Debug)]
+pub struct Config {
+    pub address: String,
+    pub ctr_bin: String,
+    pub runtime: String,
+    pub images_dir: PathBuf,
+    pub ctd_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+}
+
+fn non_empty_env(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.is_empty())
+}
+
+/// The repository's root folder.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The harness settings. Panics (failing the test) when no containerd was given.
+pub fn config() -> &'static Config {
+    static CONFIG: OnceLock<Result<Config, String>> = OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let Some(address) = non_empty_env("CONTAINERD_ADDRESS") else {
+            return Err(
+                "CONTAINERD_ADDRESS is not set. The e2e tests need a running containerd \
+                 that can find the shim: run them with `scripts/test` (it builds the shim and \
+                 the test images, starts a private containerd and runs this suite), or source \
+                 scripts/lib/containerd.sh, call ctd_start and run \
+                 `cargo test -p e2e --release` in that shell."
+                    .to_string(),
+            );
+        };
+        let ctd_dir = non_empty_env("CTD_DIR").map(PathBuf::from);
+        let state_dir = non_empty_env("E2E_CONTAINERD_STATE")
+            .map(PathBuf::from)
+            .or_else(|| ctd_dir.as_ref().map(|d| d.join("state")));
+        Ok(Config {
+            address,
+            ctr_bin: non_empty_env("CTR_BIN").unwrap_or_else(|| "ctr".into()),
+            runtime: non_empty_env("E2E_RUNTIME")
+                .unwrap_or_else(|| "io.containerd.wasmtime.v1".into()),
+            images_dir: non_empty_env("E2E_IMAGES_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_root().join("test-images/out")),
+            ctd_dir,
+            state_dir,
+        })
+    });
+    match config {
+        Ok(c) => c,
+        Err(msg) => panic!("{msg}"),
+    }
+}
+
+/// What one command printed and how it ended.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub command: String,
+    /// Exit code; `None` if it was killed by a signal (including our timeout).
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+    pub timed_out: bool,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && !self.timed_out
+    }
+
+    /// stdout split into lines (without the line ends).
+    pub fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
+
+    /// stdout and stderr together, for looking for a message wherever it went.
+    pub fn all_text(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    /// Panics with the whole output unless the command exited 0.
+    #[track_caller]
+    pub fn assert_success(&self) -> &Self {
+        assert!(self.success(), "command failed:\n{self}");
+        self
+    }
+
+    /// Panics with the whole output unless the exit code is `code`.
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert!(
+            !self.timed_out && self.code == Some(code),
+            "expected exit code {code}:\n{self}"
+        );
+        self
+    }
+}
+
+impl fmt::Display for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "$ {}", self.command)?;
+        if self.timed_out {
+            writeln!(
+                f,
+                "TIMED OUT after {:.1}s and killed",
+                self.elapsed.as_secs_f64()
+            )?;
+        } else {
+            match self.code {
+                Some(c) => writeln!(f, "exit code {c} after {:.2}s", self.elapsed.as_secs_f64())?,
+                None => writeln!(f, "killed by a signal")?,
+            }
+        }
+        writeln!(f, "--- stdout ---\n{}", self.stdout.trim_end())?;
+        write!(f, "--- stderr ---\n{}", self.stderr.trim_end())
+    }
+}
+
+/// What a command gets on its stdin.
+pub enum Input {
+    /// `/dev/null`.
+    Null,
+    /// These bytes, then end of file.
+    Bytes(Vec<u8>),
+    /// These bytes, written (followed by end of file) only once `check`
+    /// returns true; polled every 50 ms while the command runs.
+    When(Vec<u8>, Box<dyn Fn() -> bool + Send>),
+}
+
+fn quote(arg: &str) -> String {
+    if !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c))
+    {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+/// Runs `program args` with a timeout: on expiry the process is killed
+/// (SIGKILL: `ctr run` forwards SIGTERM to the task instead of dying) and the
+/// output so far is returned with `timed_out` set.
+pub fn run_with_timeout(program: &str, args: &[String], input: Input, timeout: Duration) -> Output {
+    let command = std::iter::once(program.to_string())
+        .chain(args.iter().map(|a| quote(a)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let start = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(match input {
+            Input::Null => Stdio::null(),
+            _ => Stdio::piped(),
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
+
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let writer = child.stdin.take().map(|mut stdin| {
+        let deadline = start + timeout;
+        thread::spawn(move || {
+            let bytes = match input {
+                Input::Null => return,
+                Input::Bytes(b) => b,
+                Input::When(b, check) => {
+                    while !check() {
+                        if Instant::now() >= deadline {
+                            return;
+                        }
+                        thread::sleep(Duration::from_millis(50));
+                    }
+                    b
+                }
+            };
+            let _ = stdin.write_all(&bytes);
+            // Dropping stdin closes it: end of file.
+        })
+    });
+
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) => {}
+            Err(e) => panic!("waiting for `{command}`: {e}"),
+        }
+        if start.elapsed() >= timeout {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().ok();
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = start.elapsed();
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    if let Some(w) = writer {
+        // It returns by itself at the deadline at the latest; a broken pipe
+        // after the command exited is not an error of the test.
+        let _ = w.join();
+    }
+    Output {
+        command,
+        code: if timed_out {
+            None
+        } else {
+            status.and_then(|s| s.code())
+        },
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        elapsed,
+        timed_out,
+    }
+}
+
+/// A containerd identifier (namespace or container id) made from free text.
+pub fn identifier(text: &str) -> String {
+    let mut id = String::new();
+    for c in text.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() {
+            id.push(c);
+        } else if !id.is_empty() && !id.ends_with('-') {
+            id.push('-');
+        }
+    }
+    while id.ends_with('-') {
+        id.pop();
+    }
+    id.truncate(60);
+    while id.ends_with('-') {
+        id.pop();
+    }
+    id
+}
+
+/// Images already imported by this process, as (namespace, image).
+fn imported() -> &'static Mutex<HashSet<(String, String)>> {
+    static IMPORTED: OnceLock<Mutex<HashSet<(String, String)>>> = OnceLock::new();
+    IMPORTED.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+/// The full name of a test image: `localhost/test/<name>:latest`.
+pub fn image_ref(name: &str) -> String {
+    format!("localhost/test/{name}:latest")
+}
+
+/// A containerd namespace owned by one test.
+#[derive(Debug, Clone)]
+pub struct Ns {
+    pub name: String,
+    config: &'static Config,
+}
+
+/// A status of a task as `ctr task ls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub id: String,
+    pub pid: u32,
+    pub status: String,
+}
+
+impl Ns {
+    /// The namespace `e2e-<test>`.
+    pub fn new(test: &str) -> Ns {
+        let config = config();
+        Ns {
+            name: format!("e2e-{}", identifier(test)),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &'static Config {
+        self.config
+    }
+
+    fn ctr_args(&self, args: &[&str]) -> Vec<String> {
+        let mut all = vec![
+            "--address".to_string(),
+            self.config.address.clone(),
+            "--namespace".to_string(),
+            self.name.clone(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        all
+    }
+
+    /// `ctr ARGS` in this namespace, with stdin from /dev/null.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_with(args, Input::Null, CTR_TIMEOUT)
+    }
+
+    pub fn ctr_with(&self, args: &[&str], input: Input, timeout: Duration) -> Output {
+        run_with_timeout(&self.config.ctr_bin, &self.ctr_args(args), input, timeout)
+    }
+
+    /// `ctr ARGS`, failing the test unless it exits 0.
+    #[track_caller]
+    pub fn ctr_ok(&self, args: &[&str]) -> Output {
+        let out = self.ctr(args);
+        out.assert_success();
+        out
+    }
+
+    /// Imports `<images dir>/<name>.tar` into this namespace (once per
+    /// process) and returns the image's full name.
+    #[track_caller]
+    pub fn image(&self, name: &str) -> String {
+        let reference = image_ref(name);
+        let key = (self.name.clone(), name.to_string());
+        // Imports are serialised: concurrent ingestion of the same blobs into
+        // the shared content store only makes them slower.
+        let mut done = imported().lock().unwrap_or_else(|e| e.into_inner());
+        if done.contains(&key) {
+            return reference;
+        }
+        let tar = self.config.images_dir.join(format!("{name}.tar"));
+        assert!(
+            tar.is_file(),
+            "image tarball {} does not exist: build the test images with \
+             `bash test-images/build.sh` (scripts/test does) or set E2E_IMAGES_DIR",
+            tar.display()
+        );
+        let tar = tar.to_string_lossy().into_owned();
+        let mut out = self.ctr_with(&["image", "import", &tar], Input::Null, CTR_TIMEOUT * 2);
+        if !out.success() {
+            // One retry: a concurrent import from another process may have
+            // held a content ref.
+            thread::sleep(Duration::from_millis(500));
+            out = self.ctr_with(&["image", "import", &tar], Input::Null, CTR_TIMEOUT * 2);
+        }
+        assert!(out.success(), "importing {tar} failed:\n{out}");
+        let list = self.ctr_ok(&["image", "ls", "-q"]);
+        assert!(
+            list.lines().contains(&reference.as_str()),
+            "importing {tar} did not create {reference}; images in {}:\n{}",
+            self.name,
+            list.stdout
+        );
+        done.insert(key);
+        reference
+    }
+
+    /// A container id unique in this process: `<label>-<n>`, and removes any
+    /// container left with that id by an earlier run against the same containerd.
+    pub fn container(&self, label: &str) -> Container {
+        static NEXT: AtomicUsize = AtomicUsize::new(1);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{n}", identifier(label));
+        let c = Container {
+            ns: self.clone(),
+            id,
+            armed: true,
+        };
+        if self.container_ids().contains(&c.id) {
+            c.cleanup();
+        }
+        c
+    }
+
+    /// `ctr task ls`, parsed.
+    #[track_caller]
+    pub fn tasks(&self) -> Vec<TaskInfo> {
+        let out = self.ctr_ok(&["task", "ls"]);
+        out.lines()
+            .iter()
+            .skip(1)
+            .filter_map(|line| {
+                let mut f = line.split_whitespace();
+                Some(TaskInfo {
+                    id: f.next()?.to_string(),
+                    pid: f.next()?.parse().ok()?,
+                    status: f.next()?.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// The task `id` as `ctr task ls` shows it, if there is one.
+    #[track_caller]
+    pub fn task(&self, id: &str) -> Option<TaskInfo> {
+        self.tasks().into_iter().find(|t| t.id == id)
+    }
+
+    /// `ctr container ls -q`.
+    #[track_caller]
+    pub fn container_ids(&self) -> Vec<String> {
+        self.ctr_ok(&["container", "ls", "-q"])
+            .lines()
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    /// Starts describing a `ctr run` of a test image with the runtime under test.
+    pub fn run(&self, image: &str) -> Run<'_> {
+        Run {
+            ns: self,
+            image: image.to_string(),
+            runtime: self.config.runtime.clone(),
+            env: Vec::new(),
+            cwd: None,
+            mounts: Vec::new(),
+            args: Vec::new(),
+            stdin: None,
+            timeout: CTR_TIMEOUT,
+        }
+    }
+}
+
+/// A container id and the promise to remove it: on drop, its task is killed
+/// and deleted and the container removed (errors ignored).
+pub struct Container {
+    pub ns: Ns,
+    pub id: String,
+    armed: bool,
+}
+
+impl Container {
+    /// Kill and delete the task, remove the container; errors are ignored.
+    pub fn cleanup(&self) {
+        let ns = &self.ns;
+        let timeout = Duration::from_secs(15);
+        let id = self.id.as_str();
+        let _ = ns.ctr_with(&["task", "kill", "-s", "SIGKILL", id], Input::Null, timeout);
+        let _ = ns.ctr_with(&["task", "rm", "-f", id], Input::Null, timeout);
+        let _ = ns.ctr_with(&["container", "rm", id], Input::Null, timeout);
+    }
+
+    /// Do not clean up on drop (the test removed it itself).
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    /// The task's status (`RUNNING`, `STOPPED`, ...) or None if there is no task.
+    #[track_caller]
+    pub fn status(&self) -> Option<String> {
+        self.ns.task(&self.id).map(|t| t.status)
+    }
+
+    /// Polls `ctr task ls` until the task has `status`; returns how long it took,
+    /// or None if it did not within `timeout`.
+    #[track_caller]
+    pub fn wait_status(&self, status: &str, timeout: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        loop {
+            if self.status().as_deref() == Some(status) {
+                return Some(start.elapsed());
+            }
+            if start.elapsed() >= timeout {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `ctr task delete ID`, returning the task's exit code. ctr 1.6 exits 0
+    /// and reports a non-zero code only as the warning
+    /// `task ID exit with non-zero exit code N`; later versions print the
+    /// same. No such line means 0.
+    #[track_caller]
+    pub fn delete_task(&self) -> (i32, Output) {
+        let out = self.ns.ctr(&["task", "delete", &self.id]);
+        assert!(
+            !out.timed_out && (out.success() || exit_code_in(&out.all_text()).is_some()),
+            "ctr task delete failed:\n{out}"
+        );
+        let code = exit_code_in(&out.all_text()).unwrap_or(0);
+        (code, out)
+    }
+}
+
+/// The N of a `... exit code N` message.
+pub fn exit_code_in(text: &str) -> Option<i32> {
+    let at = text.find("exit code ")? + "exit code ".len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if self.armed {
+            self.cleanup();
+        }
+    }
+}
+
+/// A `ctr run` being described.
+pub struct Run<'a> {
+    ns: &'a Ns,
+    image: String,
+    runtime: String,
+    env: Vec<String>,
+    cwd: Option<String>,
+    mounts: Vec<String>,
+    args: Vec<String>,
+    stdin: Option<Vec<u8>>,
+    timeout: Duration,
+}
+
+impl Run<'_> {
+    pub fn runtime(mut self, runtime: &str) -> Self {
+        self.runtime = runtime.to_string();
+        self
+    }
+
+    /// `--env K=V`.
+    pub fn env(mut self, kv: &str) -> Self {
+        self.env.push(kv.to_string());
+        self
+    }
+
+    /// `--cwd DIR`.
+    pub fn cwd(mut self, dir: &str) -> Self {
+        self.cwd = Some(dir.to_string());
+        self
+    }
+
+    /// `--mount type=bind,src=SRC,dst=DST,options=rbind:rw|ro`.
+    pub fn bind(mut self, src: &Path, dst: &str, read_only: bool) -> Self {
+        self.mounts.push(format!(
+            "type=bind,src={},dst={dst},options=rbind:{}",
+            src.display(),
+            if read_only { "ro" } else { "rw" }
+        ));
+        self
+    }
+
+    /// The process arguments after the container id (they replace the image's
+    /// entrypoint and cmd, so the module path comes first).
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.args = args.into_iter().map(|s| s.as_ref().to_string()).collect();
+        self
+    }
+
+    /// Feed these bytes to the task's stdin, then end of file. They are
+    /// written only once the task is RUNNING: ctr 1.6 loses the end of file of
+    /// an input that ends before the task is created (it sets up its CloseIO
+    /// call only after NewTask returns), and the task would wait forever.
+    pub fn stdin(mut self, bytes: &[u8]) -> Self {
+        self.stdin = Some(bytes.to_vec());
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    fn ctr_args(&self, mode: &str, id: &str) -> Vec<String> {
+        let mut a = vec!["run".to_string(), "--runtime".into(), self.runtime.clone()];
+        if !mode.is_empty() {
+            a.push(mode.into());
+        }
+        if let Some(dir) = &self.ns.config.ctd_dir {
+            // Keep the IO FIFOs under the private containerd's folder
+            // (ctr's default is /run/containerd/fifo).
+            a.push("--fifo-dir".into());
+            a.push(dir.join("fifo").to_string_lossy().into_owned());
+        }
+        for e in &self.env {
+            a.push("--env".into());
+            a.push(e.clone());
+        }
+        if let Some(cwd) = &self.cwd {
+            a.push("--cwd".into());
+            a.push(cwd.clone());
+        }
+        for m in &self.mounts {
+            a.push("--mount".into());
+            a.push(m.clone());
+        }
+        a.push(self.ns.image(&self.image));
+        a.push(id.to_string());
+        a.extend(self.args.iter().cloned());
+        a
+    }
+
+    fn exec(&self, mode: &str, container: &Container) -> Output {
+        let args = self.ctr_args(mode, &container.id);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let input = match &self.stdin {
+            None => Input::Null,
+            Some(bytes) => {
+                let ns = self.ns.clone();
+                let id = container.id.clone();
+                Input::When(
+                    bytes.clone(),
+                    Box::new(move || {
+                        let out = ns.ctr(&["task", "ls"]);
+                        out.lines().iter().any(|l| {
+                            let f: Vec<&str> = l.split_whitespace().collect();
+                            f.len() >= 3 && f[0] == id && f[2] == "RUNNING"
+                        })
+                    }),
+                )
+            }
+        };
+        self.ns.ctr_with(&args, input, self.timeout)
+    }
+
+    /// `ctr run --rm ...`: runs to completion and returns what it printed;
+    /// ctr's exit code is the task's.
+    pub fn rm(self, label: &str) -> Output {
+        self.rm_id(label).1
+    }
+
+    /// Like [`Run::rm`], also returning the container's id (disarmed unless
+    /// ctr had to be killed).
+    pub fn rm_id(self, label: &str) -> (Container, Output) {
+        let mut c = self.ns.container(label);
+        let out = self.exec("--rm", &c);
+        if !out.timed_out {
+            // ctr removed the container itself (also when the task failed).
+            c.disarm();
+        }
+        (c, out)
+    }
+
+    /// `ctr run ...` without --rm: runs to completion (ctr deletes the task
+    /// but keeps the container, e.g. for `ctr container info`).
+    pub fn keep(self, label: &str) -> (Container, Output) {
+        let c = self.ns.container(label);
+        let out = self.exec("", &c);
+        (c, out)
+    }
+
+    /// `ctr run -d ...`: starts the task and returns; fails the test if that fails.
+    #[track_caller]
+    pub fn detach(self, label: &str) -> Container {
+        let c = self.ns.container(label);
+        let out = self.exec("-d", &c);
+        assert!(out.success(), "ctr run -d failed:\n{out}");
+        c
+    }
+}
+
+/// The two builds of the probe guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// WASI preview 1 core module (`localhost/test/probe:latest`).
+    P1,
+    /// WASI preview 2 component (`localhost/test/probe-p2:latest`).
+    P2,
+}
+
+impl Probe {
+    pub fn image(self) -> &'static str {
+        match self {
+            Probe::P1 => "probe",
+            Probe::P2 => "probe-p2",
+        }
+    }
+
+    pub fn tag(self) -> &'static str {
+        match self {
+            Probe::P1 => "p1",
+            Probe::P2 => "p2",
+        }
+    }
+
+    /// A namespace for `test` run with this probe.
+    pub fn ns(self, test: &str) -> Ns {
+        Ns::new(&format!("{test}-{}", self.tag()))
+    }
+}
+
+/// Declares, for each `name => check`, a module `name` with the tests `p1`
+/// and `p2` calling `check(Probe::P1)` and `check(Probe::P2)`.
+#[macro_export]
+macro_rules! probe_tests {
+    ($($name:ident => $check:ident;)*) => {
+        $(
+            mod $name {
+                #[test]
+                fn p1() {
+                    super::$check($crate::Probe::P1)
+                }
+
+                #[test]
+                fn p2() {
+                    super::$check($crate::Probe::P2)
+                }
+            }
+        )*
+    };
+}
+
+/// A folder for a test's host files: under `$CTD_DIR` when set (so that
+/// stopping the private containerd removes leftovers), else the temp dir.
+pub fn host_dir(label: &str) -> tempfile::TempDir {
+    let base = config()
+        .ctd_dir
+        .as_ref()
+        .map(|d| d.join("e2e-host"))
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base).unwrap_or_else(|e| panic!("mkdir {}: {e}", base.display()));
+    tempfile::Builder::new()
+        .prefix(&format!("{}-", identifier(label)))
+        .tempdir_in(&base)
+        .unwrap_or_else(|e| panic!("temp dir under {}: {e}", base.display()))
+}
+
+/// Pids (other than this process) whose command line contains `needle`,
+/// with the command lines.
+pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push((pid, cmdline.trim_end().to_string()));
+        }
+    }
+    found
+}
+
+/// Lines of /proc/self/mountinfo that contain `needle`.
+pub fn mounts_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Paths under `root` (recursively) whose file name contains `needle`.
+pub fn files_named_like(root: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().contains(needle) {
+                found.push(path.clone());
+            }
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_valid() {
+        assert_eq!(identifier("args::p1"), "args-p1");
+        assert_eq!(identifier("Hello World__x"), "hello-world-x");
+        assert_eq!(identifier("--a--"), "a");
+        assert!(identifier(&"x".repeat(200)).len() <= 60);
+    }
+
+    #[test]
+    fn exit_codes_are_found() {
+        assert_eq!(
+            exit_code_in("level=warning msg=\"task t5 exit with non-zero exit code 137\""),
+            Some(137)
+        );
+        assert_eq!(exit_code_in("nothing"), None);
+    }
+
+    #[test]
+    fn timeouts_kill() {
+        let out = run_with_timeout(
+            "sleep",
+            &["10".to_string()],
+            Input::Null,
+            Duration::from_millis(300),
+        );
+        assert!(out.timed_out);
+        assert!(out.elapsed < Duration::from_secs(5));
+        let out = run_with_timeout(
+            "sh",
+            &["-c".into(), "cat; echo err >&2; exit 3".into()],
+            Input::Bytes(b"in".to_vec()),
+            CTR_TIMEOUT,
+        );
+        assert_eq!(out.code, Some(3));
+        assert_eq!(out.stdout, "in");
+        assert_eq!(out.stderr, "err\n");
+    }
+}

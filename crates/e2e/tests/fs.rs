@@ -1,0 +1,157 @@
+//! The module's file system: the image's rootfs, the working directory, bind
+//! mounts (read-write and read-only), and nothing else of the host.
+
+use e2e::{host_dir, probe_tests, Probe};
+
+probe_tests! {
+    cwd => cwd_is_the_spec_cwd;
+    rootfs => rootfs_is_the_image;
+    mount_rw => rw_mount_is_writable;
+    mount_ro => ro_mount_is_read_only;
+    host_hidden => host_files_are_not_visible;
+}
+
+fn cwd_is_the_spec_cwd(probe: Probe) {
+    let ns = probe.ns("cwd");
+    let out = ns
+        .run(probe.image())
+        .cwd("/app")
+        .args(["/probe.wasm", "cwd", "data.txt"])
+        .rm("cwd");
+    out.assert_success();
+    assert_eq!(out.lines(), ["cwd=/app", "read=data-in-app"], "{out}");
+}
+
+fn rootfs_is_the_image(probe: Probe) {
+    let ns = probe.ns("rootfs");
+    let out = ns
+        .run(probe.image())
+        .args(["/probe.wasm", "cat", "/app/data.txt"])
+        .rm("cat");
+    out.assert_success();
+    assert_eq!(out.stdout.trim_end(), "data-in-app", "{out}");
+
+    let out = ns
+        .run(probe.image())
+        .args(["/probe.wasm", "ls", "/"])
+        .rm("ls");
+    out.assert_success();
+    let names = out.lines();
+    for expected in ["app", "probe.wasm"] {
+        assert!(names.contains(&expected), "{expected} missing in /:\n{out}");
+    }
+    // The host's root has these; the image does not.
+    for host_only in ["usr", "home", "root", "var"] {
+        assert!(
+            !names.contains(&host_only),
+            "/{host_only} is visible: is the module seeing the host's root?\n{out}"
+        );
+    }
+}
+
+/// Accepted stderr for a write to a read-only mount: an OS error that means
+/// "read-only" or "not allowed", as text or as its WASI errno
+/// (2 EACCES, 63 EPERM, 69 EROFS, 76 ENOTCAPABLE).
+fn is_denied_error(stderr: &str) -> bool {
+    let s = stderr.to_lowercase();
+    s.contains("os error")
+        && [
+            "read-only file system",
+            "permission denied",
+            "operation not permitted",
+            "not permitted",
+            "(os error 2)",
+            "(os error 63)",
+            "(os error 69)",
+            "(os error 76)",
+        ]
+        .iter()
+        .any(|m| s.contains(m))
+}
+
+fn rw_mount_is_writable(probe: Probe) {
+    let ns = probe.ns("mount-rw");
+    let host = host_dir("mount-rw");
+    let out = ns
+        .run(probe.image())
+        .bind(host.path(), "/rw", false)
+        .args(["/probe.wasm", "write", "/rw/x", "hello-rw"])
+        .rm("rw");
+    out.assert_success();
+    assert!(out.stdout.contains("wrote /rw/x"), "{out}");
+    let written = std::fs::read_to_string(host.path().join("x"))
+        .unwrap_or_else(|e| panic!("the file did not appear on the host ({e}):\n{out}"));
+    assert_eq!(written, "hello-rw");
+
+    // And the module reads back what the host put there.
+    std::fs::write(host.path().join("from-host.txt"), "host-data").unwrap();
+    let out = ns
+        .run(probe.image())
+        .bind(host.path(), "/rw", false)
+        .args(["/probe.wasm", "cat", "/rw/from-host.txt"])
+        .rm("rw-read");
+    out.assert_success();
+    assert_eq!(out.stdout, "host-data", "{out}");
+}
+
+fn ro_mount_is_read_only(probe: Probe) {
+    let ns = probe.ns("mount-ro");
+    let host = host_dir("mount-ro");
+    std::fs::write(host.path().join("in.txt"), "ro-data").unwrap();
+
+    let out = ns
+        .run(probe.image())
+        .bind(host.path(), "/ro", true)
+        .args(["/probe.wasm", "cat", "/ro/in.txt"])
+        .rm("ro-read");
+    out.assert_success();
+    assert_eq!(out.stdout, "ro-data", "{out}");
+
+    let out = ns
+        .run(probe.image())
+        .bind(host.path(), "/ro", true)
+        .args(["/probe.wasm", "write", "/ro/x", "nope"])
+        .rm("ro-write");
+    assert!(
+        !host.path().join("x").exists(),
+        "the write through a read-only mount reached the host:\n{out}"
+    );
+    out.assert_code(3);
+    assert!(
+        is_denied_error(&out.stderr),
+        "expected a read-only/permission error on stderr:\n{out}"
+    );
+
+    // Both kinds side by side in one container.
+    let rw = host_dir("mount-both");
+    let out = ns
+        .run(probe.image())
+        .bind(rw.path(), "/rw", false)
+        .bind(host.path(), "/ro", true)
+        .args(["/probe.wasm", "write", "/rw/y", "ok"])
+        .rm("both");
+    out.assert_success();
+    assert_eq!(std::fs::read_to_string(rw.path().join("y")).unwrap(), "ok");
+}
+
+fn host_files_are_not_visible(probe: Probe) {
+    let ns = probe.ns("host-hidden");
+    for path in [
+        "/etc/shadow",
+        "/etc/passwd",
+        "/../../etc/passwd",
+        "/app/../../etc/passwd",
+        "/proc/self/environ",
+    ] {
+        let out = ns
+            .run(probe.image())
+            .args(["/probe.wasm", "cat", path])
+            .rm("hidden");
+        assert!(
+            !out.timed_out && out.code == Some(2),
+            "reading {path} must fail (exit 2):\n{out}"
+        );
+        assert!(out.stdout.is_empty(), "{path} printed something:\n{out}");
+        assert!(out.stderr.contains("error:"), "{out}");
+    }
+}
