@@ -38,5 +38,6 @@ fn describe_trap(err: &wasmtime::Error) -> String {
         .downcast_ref::<wasmtime::WasmBacktrace>()
         .map(|bt| format!("\n{bt}"))
         .unwrap_or_default();
-    format!("wasm trap: {cause}{backtrace}")
+    // Wasmtime's trap messages already read "wasm trap: ...".
+    format!("{cause}{backtrace}")
 }
