@@ -42,6 +42,7 @@ fn io_fail(code: i32, err: io::Error) -> Failure {
 }
 
 fn main() {
+    enter_initial_cwd();
     let args: Vec<OsString> = std::env::args_os().collect();
     let code = match run(&args) {
         Ok(()) => 0,
@@ -52,6 +53,17 @@ fn main() {
     };
     let _ = io::stdout().flush();
     process::exit(code);
+}
+
+/// Start in the working directory the host names, where WASI has a way to name one.
+fn enter_initial_cwd() {
+    #[cfg(all(target_os = "wasi", target_env = "p2"))]
+    if let Some(cwd) = wasip2::cli::environment::initial_cwd() {
+        if let Err(e) = std::env::set_current_dir(&cwd) {
+            eprintln!("error: entering initial cwd {cwd}: {e}");
+            process::exit(70);
+        }
+    }
 }
 
 fn run(args: &[OsString]) -> Outcome {
