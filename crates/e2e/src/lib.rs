@@ -720,6 +720,28 @@ impl Probe {
         }
     }
 
+    /// Fails the test unless `out` ended with exit code `code`. A preview 2
+    /// component can only report success or failure (`wasi:cli/exit` 0.2 has
+    /// no exit code), so for [`Probe::P2`] a non-zero `code` may show as 1.
+    #[track_caller]
+    pub fn assert_code(self, out: &Output, code: i32) {
+        let ok = match (self, out.code) {
+            _ if out.timed_out => false,
+            (_, Some(c)) if c == code => true,
+            (Probe::P2, Some(1)) => code != 0,
+            _ => false,
+        };
+        assert!(
+            ok,
+            "expected exit code {code}{}:\n{out}",
+            if self == Probe::P2 && code != 0 {
+                " (or 1 from a preview 2 component)"
+            } else {
+                ""
+            }
+        );
+    }
+
     /// A namespace for `test` run with this probe.
     pub fn ns(self, test: &str) -> Ns {
         Ns::new(&format!("{test}-{}", self.tag()))
@@ -790,6 +812,15 @@ pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
         }
     }
     found
+}
+
+/// Where a shim for `ns`/`id` listens: containerd (1.6 and later) and the
+/// shim libraries put the socket at
+/// `/run/containerd/s/<sha256 of "<containerd address>/<ns>/<id>">`.
+pub fn shim_socket_path(ns: &str, id: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let key = format!("{}/{ns}/{id}", config().address);
+    PathBuf::from("/run/containerd/s").join(hex::encode(Sha256::digest(key.as_bytes())))
 }
 
 /// Lines of /proc/self/mountinfo that contain `needle`.

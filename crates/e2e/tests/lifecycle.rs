@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use e2e::{
     config, eventually, files_named_like, mounts_mentioning, probe_tests, processes_mentioning,
-    Container, Ns, Probe,
+    shim_socket_path, Container, Ns, Probe,
 };
 
 probe_tests! {
@@ -31,18 +31,8 @@ fn exit_code_is_returned(probe: Probe) {
         .run(probe.image())
         .args(["/probe.wasm", "exit", "7"])
         .rm("exit7");
-    match probe {
-        // `ctr run` exits with the task's exit code.
-        Probe::P1 => {
-            out.assert_code(7);
-        }
-        // wasi:cli/exit 0.2 carries only success or failure: a component
-        // calling exit(7) is reported as 1 (test-images/README.md).
-        Probe::P2 => assert!(
-            !out.timed_out && matches!(out.code, Some(7) | Some(1)),
-            "expected exit code 7 (or 1, as wasi:cli/exit 0.2 has no code):\n{out}"
-        ),
-    }
+    // `ctr run` exits with the task's exit code.
+    probe.assert_code(&out, 7);
 }
 
 fn trap_fails_the_task(probe: Probe) {
@@ -143,6 +133,10 @@ fn leftovers(ns: &Ns, c: &Container) -> Vec<String> {
         for f in files_named_like(&dir, &c.id) {
             left.push(format!("fifo: {}", f.display()));
         }
+    }
+    let socket = shim_socket_path(&ns.name, &c.id);
+    if socket.exists() {
+        left.push(format!("shim socket: {}", socket.display()));
     }
     if ns.task(&c.id).is_some() {
         left.push("task still listed by ctr task ls".into());

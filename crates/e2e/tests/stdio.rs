@@ -22,7 +22,8 @@ fn args_are_passed_verbatim(probe: Probe) {
         .args(["/probe.wasm", "args", "a", "b c"])
         .rm("args");
     out.assert_success();
-    assert_eq!(out.lines(), ["/probe.wasm", "a", "b c"], "{out}");
+    // argv[0] is the module path; the probe command itself is argv[1].
+    assert_eq!(out.lines(), ["/probe.wasm", "args", "a", "b c"], "{out}");
 }
 
 fn env_is_exactly_the_spec_env(probe: Probe) {
