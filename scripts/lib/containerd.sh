@@ -190,6 +190,9 @@ ctd_stop() {
     set +e
 
     local sock="$dir/containerd.sock"
+    # Namespaces seen, for removing the empty per-namespace folders that ctr
+    # run and the runc shim create outside DIR (cgroups, runc state roots).
+    CTD__NAMESPACES=()
     ctd_log "stopping private containerd in $dir"
     if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
         local c=( "${CTR_BIN:-ctr}" --address "$sock" ) ns t
@@ -203,8 +206,7 @@ ctd_stop() {
             for t in $(timeout 10 "${c[@]}" -n "$ns" containers ls -q 2>/dev/null); do
                 timeout 15 "${c[@]}" -n "$ns" containers rm "$t" >/dev/null 2>&1
             done
-            # Empty per-namespace cgroups that ctr run created (cgroup v1 and v2).
-            rmdir /sys/fs/cgroup/*/"$ns" /sys/fs/cgroup/"$ns" 2>/dev/null
+            CTD__NAMESPACES+=("$ns")
         done
         kill -TERM "$pid" 2>/dev/null
         local i
@@ -229,6 +231,33 @@ ctd_stop() {
         kill -KILL $left 2>/dev/null
         sleep 0.2
     fi
+
+    # What is left outside DIR by tasks whose shim died with them (containerd
+    # was gone or did not answer): their bundles still say which they were.
+    local bundle ns_dir ns id
+    local -A namespaces=()
+    for ns_dir in "$dir"/state/io.containerd.runtime.v2.task/*/; do
+        [[ -d "$ns_dir" ]] || continue
+        ns="$(basename "$ns_dir")"
+        namespaces[$ns]=1
+        for bundle in "$ns_dir"*/; do
+            [[ -d "$bundle" ]] || continue
+            id="$(basename "$bundle")"
+            # Empty cgroups ctr run asked for (cgroup v1 and v2).
+            rmdir /sys/fs/cgroup/*/"$ns/$id" /sys/fs/cgroup/"$ns/$id" 2>/dev/null
+            # runc's state for it, if it is this containerd's container.
+            if grep -qF "$dir/" "/run/containerd/runc/$ns/$id/state.json" 2>/dev/null; then
+                rm -rf "/run/containerd/runc/$ns/$id"
+            fi
+            # The shim's socket: /run/containerd/s/sha256(<address>/<ns>/<id>).
+            local sock_path
+            sock_path="/run/containerd/s/$(printf '%s' "$sock/$ns/$id" | sha256sum | cut -d' ' -f1)"
+            [[ -S "$sock_path" ]] && rm -f "$sock_path"
+        done
+    done
+    for ns in "${!namespaces[@]}" "${CTD__NAMESPACES[@]}"; do
+        rmdir /sys/fs/cgroup/*/"$ns" /sys/fs/cgroup/"$ns" "/run/containerd/runc/$ns" 2>/dev/null
+    done
 
     # Unmount whatever is still mounted under DIR, innermost (latest) first.
     local _ m mounts
