@@ -823,6 +823,26 @@ pub fn shim_socket_path(ns: &str, id: &str) -> PathBuf {
     PathBuf::from("/run/containerd/s").join(hex::encode(Sha256::digest(key.as_bytes())))
 }
 
+/// Cgroup folders `<hierarchy>/<ns>/<id>` that exist (ctr run asks for the
+/// cgroup path `/<ns>/<id>`; cgroup v1 has one hierarchy per controller).
+pub fn cgroups_of(ns: &str, id: &str) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut found = Vec::new();
+    let v2 = root.join(ns).join(id);
+    if v2.is_dir() {
+        found.push(v2);
+    }
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for entry in entries.flatten() {
+            let path = entry.path().join(ns).join(id);
+            if path.is_dir() {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
 /// Lines of /proc/self/mountinfo that contain `needle`.
 pub fn mounts_mentioning(needle: &str) -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")

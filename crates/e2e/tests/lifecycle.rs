@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use e2e::{
-    config, eventually, files_named_like, mounts_mentioning, probe_tests, processes_mentioning,
-    shim_socket_path, Container, Ns, Probe,
+    cgroups_of, config, eventually, files_named_like, mounts_mentioning, probe_tests,
+    processes_mentioning, shim_socket_path, Container, Ns, Probe,
 };
 
 probe_tests! {
@@ -133,6 +133,9 @@ fn leftovers(ns: &Ns, c: &Container) -> Vec<String> {
         for f in files_named_like(&dir, &c.id) {
             left.push(format!("fifo: {}", f.display()));
         }
+    }
+    for cg in cgroups_of(&ns.name, &c.id) {
+        left.push(format!("cgroup: {}", cg.display()));
     }
     let socket = shim_socket_path(&ns.name, &c.id);
     if socket.exists() {
