@@ -3,7 +3,9 @@
 use std::hash::Hash;
 
 use sha2_hasher::Sha256Hasher;
-use wasm_shim_core::{Engine, InstanceRequest, ModuleKind, PreparedInstance};
+use std::path::Path;
+
+use wasm_shim_core::{Engine, LoadedArtifact, ModuleKind};
 use wasmtime::error::Context;
 use wasmtime::{Config, OptLevel};
 
@@ -42,10 +44,10 @@ impl Engine for WasmtimeEngine {
         .map_err(Into::into)
     }
 
-    fn prepare(&self, request: InstanceRequest<'_>) -> anyhow::Result<Box<dyn PreparedInstance>> {
-        match request.kind {
-            ModuleKind::Module => crate::preview1::prepare(&self.engine, &request),
-            ModuleKind::Component => crate::preview2::prepare(&self.engine, &request),
+    fn load(&self, artifact: &Path, kind: ModuleKind) -> anyhow::Result<Box<dyn LoadedArtifact>> {
+        match kind {
+            ModuleKind::Module => crate::preview1::load(&self.engine, artifact),
+            ModuleKind::Component => crate::preview2::load(&self.engine, artifact),
         }
         .map_err(Into::into)
     }

@@ -1,6 +1,8 @@
 //! `containerd-shim-wasmtime-v1`: the containerd runtime `io.containerd.wasmtime.v1`.
 
 mod engine;
+mod limits;
+mod network;
 mod preview1;
 mod preview2;
 mod wasi_ctx;

@@ -1,26 +1,56 @@
 //! WASI preview 1 core modules.
 
-use wasm_shim_core::{GuestExit, InstanceRequest, PreparedInstance};
-use wasmtime::bail;
+use std::path::Path;
+
+use wasm_shim_core::{GuestExit, LoadedArtifact, PreparedInstance, SandboxPolicy};
 use wasmtime::error::Context;
-use wasmtime::{Instance, Linker, Module, Store};
+use wasmtime::{bail, Instance, Linker, Module, Store};
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
 
+use crate::limits::GuestLimiter;
+
+struct Host {
+    wasi: WasiP1Ctx,
+    limiter: GuestLimiter,
+}
+
+struct Loaded {
+    module: Module,
+}
+
 struct Prepared {
-    store: Store<WasiP1Ctx>,
+    store: Store<Host>,
     instance: Instance,
     entry: String,
 }
 
-pub fn prepare(
+pub fn load(
     engine: &wasmtime::Engine,
-    req: &InstanceRequest<'_>,
-) -> wasmtime::Result<Box<dyn PreparedInstance>> {
+    artifact: &Path,
+) -> wasmtime::Result<Box<dyn LoadedArtifact>> {
     // SAFETY: the artifact comes from this node's cache, produced by this engine build and
-    // verified against its checksum by the core before the instance was started.
-    let module = unsafe { Module::deserialize_file(engine, req.artifact) }
+    // verified against its checksum by the core before the instance process started.
+    let module = unsafe { Module::deserialize_file(engine, artifact) }
         .context("loading the compiled module")?;
-    let entry = match req.entry_function {
+    Ok(Box::new(Loaded { module }))
+}
+
+impl LoadedArtifact for Loaded {
+    fn instantiate(
+        self: Box<Self>,
+        policy: &SandboxPolicy,
+        entry_function: Option<&str>,
+    ) -> anyhow::Result<Box<dyn PreparedInstance>> {
+        Ok(instantiate(self.module, policy, entry_function)?)
+    }
+}
+
+fn instantiate(
+    module: Module,
+    policy: &SandboxPolicy,
+    entry_function: Option<&str>,
+) -> wasmtime::Result<Box<dyn PreparedInstance>> {
+    let entry = match entry_function {
         Some(f) => f.to_string(),
         None if module.get_export("_start").is_some() => "_start".to_string(),
         None => bail!(
@@ -30,10 +60,15 @@ pub fn prepare(
     if module.get_export(&entry).is_none() {
         bail!("the module has no export named {entry:?}");
     }
-    let mut linker: Linker<WasiP1Ctx> = Linker::new(engine);
-    p1::add_to_linker_sync(&mut linker, |ctx| ctx)?;
-    let wasi = crate::wasi_ctx::builder(req.policy)?.build_p1();
-    let mut store = Store::new(engine, wasi);
+    let engine = module.engine().clone();
+    let mut linker: Linker<Host> = Linker::new(&engine);
+    p1::add_to_linker_sync(&mut linker, |host| &mut host.wasi)?;
+    let host = Host {
+        wasi: crate::wasi_ctx::builder(policy)?.build_p1(),
+        limiter: GuestLimiter::new(&policy.limits),
+    };
+    let mut store = Store::new(&engine, host);
+    store.limiter(|host| &mut host.limiter);
     let instance = linker
         .instantiate(&mut store, &module)
         .context("instantiating the module")?;
@@ -58,10 +93,10 @@ impl PreparedInstance for Prepared {
         let func = self
             .instance
             .get_typed_func::<(), ()>(&mut self.store, &self.entry)
-            .expect("checked in prepare");
+            .expect("checked in instantiate");
         match func.call(&mut self.store, ()) {
             Ok(()) => GuestExit::Exited(0),
-            Err(e) => crate::wasi_ctx::exit_of(e),
+            Err(e) => crate::wasi_ctx::exit_of(e, &self.store.data().limiter),
         }
     }
 }

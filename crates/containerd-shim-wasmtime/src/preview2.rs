@@ -1,16 +1,20 @@
 //! WASI preview 2 command components.
 
-use wasm_shim_core::{GuestExit, InstanceRequest, PreparedInstance};
-use wasmtime::bail;
+use std::path::Path;
+
+use wasm_shim_core::{GuestExit, LoadedArtifact, PreparedInstance, SandboxPolicy};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::error::Context;
-use wasmtime::Store;
+use wasmtime::{bail, Store};
 use wasmtime_wasi::p2::bindings::sync::Command;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::limits::GuestLimiter;
 
 struct Host {
     ctx: WasiCtx,
     table: ResourceTable,
+    limiter: GuestLimiter,
 }
 
 impl WasiView for Host {
@@ -22,28 +26,53 @@ impl WasiView for Host {
     }
 }
 
+struct Loaded {
+    component: Component,
+}
+
 struct Prepared {
     store: Store<Host>,
     command: Command,
 }
 
-pub fn prepare(
+pub fn load(
     engine: &wasmtime::Engine,
-    req: &InstanceRequest<'_>,
+    artifact: &Path,
+) -> wasmtime::Result<Box<dyn LoadedArtifact>> {
+    // SAFETY: as for core modules, the artifact is this node's own, checksum-verified.
+    let component = unsafe { Component::deserialize_file(engine, artifact) }
+        .context("loading the compiled component")?;
+    Ok(Box::new(Loaded { component }))
+}
+
+impl LoadedArtifact for Loaded {
+    fn instantiate(
+        self: Box<Self>,
+        policy: &SandboxPolicy,
+        entry_function: Option<&str>,
+    ) -> anyhow::Result<Box<dyn PreparedInstance>> {
+        Ok(instantiate(self.component, policy, entry_function)?)
+    }
+}
+
+fn instantiate(
+    component: Component,
+    policy: &SandboxPolicy,
+    entry_function: Option<&str>,
 ) -> wasmtime::Result<Box<dyn PreparedInstance>> {
-    if let Some(f) = req.entry_function {
+    if let Some(f) = entry_function {
         bail!("#{f}: choosing an export is supported for core modules only; a component runs wasi:cli/run");
     }
-    // SAFETY: as for core modules, the artifact is this node's own, checksum-verified.
-    let component = unsafe { Component::deserialize_file(engine, req.artifact) }
-        .context("loading the compiled component")?;
-    let mut linker: Linker<Host> = Linker::new(engine);
+    let engine = component.engine().clone();
+    let mut linker: Linker<Host> = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     let host = Host {
-        ctx: crate::wasi_ctx::builder(req.policy)?.build(),
+        ctx: crate::wasi_ctx::builder(policy)?.build(),
         table: ResourceTable::new(),
+        limiter: GuestLimiter::new(&policy.limits),
     };
-    let mut store = Store::new(engine, host);
+    let mut store = Store::new(&engine, host);
+    store.limiter(|host| &mut host.limiter);
     let command = Command::instantiate(&mut store, &component, &linker)
         .context("instantiating the component (is it a wasi:cli/command?)")?;
     Ok(Box::new(Prepared { store, command }))
@@ -54,7 +83,7 @@ impl PreparedInstance for Prepared {
         match self.command.wasi_cli_run().call_run(&mut self.store) {
             Ok(Ok(())) => GuestExit::Exited(0),
             Ok(Err(())) => GuestExit::Exited(1),
-            Err(e) => crate::wasi_ctx::exit_of(e),
+            Err(e) => crate::wasi_ctx::exit_of(e, &self.store.data().limiter),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The sandbox policy applied to a WASI context: exactly the policy's args, env, preopens
-//! and the container's stdio (the process's fds 0-2). Nothing is inherited from the host.
+//! the network allowlist and the container's stdio (the process's fds 0-2). Nothing is
+//! inherited from the host.
 
 use wasm_shim_core::{Access, SandboxPolicy};
 use wasmtime::error::Context;
@@ -13,6 +14,7 @@ pub fn builder(policy: &SandboxPolicy) -> wasmtime::Result<WasiCtxBuilder> {
         .inherit_stdio()
         // The instance process is dedicated to this guest: blocking its thread is fine.
         .allow_blocking_current_thread(true);
+    crate::network::apply(&mut b, &policy.network);
     for p in &policy.preopens {
         let perms = match p.access {
             Access::ReadOnly => FsPerms::ReadOnly,
@@ -24,12 +26,20 @@ pub fn builder(policy: &SandboxPolicy) -> wasmtime::Result<WasiCtxBuilder> {
     Ok(b)
 }
 
-/// A guest error as the container's exit: WASI exit codes pass through, traps are reported.
-pub fn exit_of(err: wasmtime::Error) -> wasm_shim_core::GuestExit {
+/// A guest error as the container's exit: WASI exit codes pass through, traps are reported
+/// (with the memory limit when a refused growth is the likely cause).
+pub fn exit_of(
+    err: wasmtime::Error,
+    limiter: &crate::limits::GuestLimiter,
+) -> wasm_shim_core::GuestExit {
     if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return wasm_shim_core::GuestExit::Exited(exit.0);
     }
-    wasm_shim_core::GuestExit::Trapped(describe_trap(&err))
+    let mut message = describe_trap(&err);
+    if let Some(why) = limiter.explain() {
+        message = format!("{message}\n{why}");
+    }
+    wasm_shim_core::GuestExit::Trapped(message)
 }
 
 fn describe_trap(err: &wasmtime::Error) -> String {

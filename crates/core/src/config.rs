@@ -2,17 +2,35 @@
 //! environment to the shims it starts).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Where compiled artifacts are kept on this node.
 pub const CACHE_DIR_ENV: &str = "WASM_SHIM_CACHE_DIR";
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/containerd-shim-wasm/cache";
 /// Log level of the shim and its instance processes (`error` .. `trace`).
 pub const LOG_LEVEL_ENV: &str = "WASM_SHIM_LOG";
+/// Memory limit in bytes for containers whose spec sets none (`0`: unlimited).
+pub const MEMORY_LIMIT_ENV: &str = "WASM_SHIM_MEMORY_LIMIT";
+pub const DEFAULT_MEMORY_LIMIT: u64 = 1 << 30;
+/// Wall-time limit in milliseconds for containers without the annotation (unset: none).
+pub const TIME_LIMIT_ENV: &str = "WASM_SHIM_TIME_LIMIT_MS";
+/// Memory of a container's limit kept for the runtime itself (engine, WASI, stacks); the
+/// guest's linear memory gets the rest.
+pub const RUNTIME_ALLOWANCE: u64 = 8 << 20;
+/// Size of a tmpfs mount that does not say (`size=`).
+pub const DEFAULT_SCRATCH_SIZE: u64 = 64 << 20;
+/// File descriptors an instance process may hold.
+pub const MAX_OPEN_FILES: u64 = 1024;
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub cache_dir: PathBuf,
     pub log_level: log::LevelFilter,
+    pub default_memory_limit: Option<u64>,
+    pub default_time_limit: Option<Duration>,
+    pub runtime_allowance: u64,
+    pub scratch_size: u64,
+    pub max_open_files: u64,
 }
 
 impl NodeConfig {
@@ -26,6 +44,43 @@ impl NodeConfig {
                 .ok()
                 .and_then(|l| l.parse().ok())
                 .unwrap_or(log::LevelFilter::Info),
+            default_memory_limit: match env_u64(MEMORY_LIMIT_ENV) {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => Some(DEFAULT_MEMORY_LIMIT),
+            },
+            default_time_limit: env_u64(TIME_LIMIT_ENV)
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis),
+            runtime_allowance: RUNTIME_ALLOWANCE,
+            scratch_size: DEFAULT_SCRATCH_SIZE,
+            max_open_files: MAX_OPEN_FILES,
+        }
+    }
+
+    /// The built-in defaults, whatever the environment says.
+    #[cfg(test)]
+    pub fn for_tests() -> Self {
+        NodeConfig {
+            cache_dir: PathBuf::from(DEFAULT_CACHE_DIR),
+            log_level: log::LevelFilter::Info,
+            default_memory_limit: Some(DEFAULT_MEMORY_LIMIT),
+            default_time_limit: None,
+            runtime_allowance: RUNTIME_ALLOWANCE,
+            scratch_size: DEFAULT_SCRATCH_SIZE,
+            max_open_files: MAX_OPEN_FILES,
+        }
+    }
+}
+
+/// A numeric setting; a malformed value is reported and ignored rather than guessed at.
+fn env_u64(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    match value.trim().parse() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            log::warn!("{name}={value:?} is not a number; using the default");
+            None
         }
     }
 }

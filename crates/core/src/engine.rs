@@ -16,14 +16,16 @@ pub enum GuestExit {
     Trapped(String),
 }
 
-/// What an engine needs to instantiate a module.
-pub struct InstanceRequest<'a> {
-    /// The artifact this node compiled, from the cache.
-    pub artifact: &'a Path,
-    pub kind: ModuleKind,
-    pub policy: &'a SandboxPolicy,
-    /// Export to call instead of the command entry (`module.wasm#function`).
-    pub entry_function: Option<&'a str>,
+/// A compiled artifact mapped into the instance process, not yet instantiated.
+pub trait LoadedArtifact {
+    /// Instantiate under the policy (preopens, env, args, limits, network), ready to run.
+    /// Fails for a module whose imports the engine cannot satisfy or whose start traps.
+    /// Preopens in the policy are `/proc/self/fd/N` paths by then; open them as given.
+    fn instantiate(
+        self: Box<Self>,
+        policy: &SandboxPolicy,
+        entry_function: Option<&str>,
+    ) -> anyhow::Result<Box<dyn PreparedInstance>>;
 }
 
 /// An instantiated guest waiting for the task's Start.
@@ -46,7 +48,8 @@ pub trait Engine: Sized + 'static {
     /// Validate and compile a module or component to this engine's native artifact.
     fn precompile(&self, wasm: &[u8], kind: ModuleKind) -> anyhow::Result<Vec<u8>>;
 
-    /// Load an artifact from the cache and instantiate it under the policy, ready to run.
-    /// Fails for a module whose imports the engine cannot satisfy or whose start traps.
-    fn prepare(&self, request: InstanceRequest<'_>) -> anyhow::Result<Box<dyn PreparedInstance>>;
+    /// Map an artifact from this node's cache (checksum-verified by the core). Called while
+    /// the instance process still has the rights to read the cache; instantiation comes
+    /// after it has taken the guest's identity.
+    fn load(&self, artifact: &Path, kind: ModuleKind) -> anyhow::Result<Box<dyn LoadedArtifact>>;
 }

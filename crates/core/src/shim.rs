@@ -190,13 +190,15 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
 
     fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
         let node = NodeConfig::from_env();
+        let cache_dir = node.cache_dir.clone();
         TaskService::new(
             publisher,
             self.namespace.clone(),
             Box::new(move || {
                 let engine = E::new().map_err(crate::Error::Engine)?;
-                Compiler::new(engine.fingerprint(), node.cache_dir.clone())
+                Compiler::new(engine.fingerprint(), cache_dir.clone())
             }),
+            node,
             self.exit.clone(),
         )
     }

@@ -178,7 +178,7 @@ fn open_in_root(root: &Path, inner: &Path) -> nix::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Access, Preopen};
+    use crate::policy::{Access, Identity, Limits, NetworkPolicy, Preopen};
 
     fn policy(root: &Path, arg0: &str, env: &[(&str, &str)]) -> SandboxPolicy {
         SandboxPolicy {
@@ -193,6 +193,16 @@ mod tests {
                 host_path: root.into(),
                 access: Access::ReadOnly,
             }],
+            scratch: Vec::new(),
+            file_binds: Vec::new(),
+            limits: Limits {
+                memory_limit: None,
+                guest_memory: None,
+                time_limit: None,
+                max_open_files: 64,
+            },
+            network: NetworkPolicy::default(),
+            identity: Identity::default(),
         }
     }
 

@@ -13,7 +13,12 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Engine, GuestExit, InstanceRequest};
+mod confine;
+mod watchdog;
+
+pub use watchdog::EXIT_TIME_LIMIT;
+
+use crate::engine::{Engine, GuestExit};
 use crate::policy::SandboxPolicy;
 use crate::source::ModuleKind;
 
@@ -54,7 +59,12 @@ pub fn run<E: Engine>(bundle: &Path) -> i32 {
             return EXIT_SETUP;
         }
     };
-    let (config_id, prepared) = prepared;
+    let Prepared {
+        id: config_id,
+        instance: prepared,
+        time_limit,
+        _pinned,
+    } = prepared;
     log::info!(
         "{config_id}: engine {} instance ready in {} us",
         E::NAME,
@@ -69,6 +79,9 @@ pub fn run<E: Engine>(bundle: &Path) -> i32 {
         return 0;
     }
     drop(start);
+    if let Some(limit) = time_limit {
+        watchdog::arm(config_id.clone(), limit);
+    }
     let t_start = Instant::now();
     let exit = prepared.run();
     log::info!(
@@ -84,29 +97,44 @@ pub fn run<E: Engine>(bundle: &Path) -> i32 {
     }
 }
 
-type Prepared = (String, Box<dyn crate::engine::PreparedInstance>);
+struct Prepared {
+    id: String,
+    instance: Box<dyn crate::engine::PreparedInstance>,
+    time_limit: Option<std::time::Duration>,
+    /// The preopened folders, held open for the guest's whole life.
+    _pinned: Vec<std::os::fd::OwnedFd>,
+}
 
 fn prepare<E: Engine>(bundle: &Path) -> anyhow::Result<Prepared> {
     use anyhow::Context;
     let path = bundle.join(CONFIG_FILE);
-    let config: InstanceConfig = serde_json::from_slice(
+    let mut config: InstanceConfig = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
     )
     .with_context(|| format!("parsing {}", path.display()))?;
     let t0 = Instant::now();
     let engine = E::new().context("starting the engine")?;
-    let prepared = engine.prepare(InstanceRequest {
-        artifact: &config.artifact,
-        kind: config.kind,
-        policy: &config.policy,
-        entry_function: config.entry_function.as_deref(),
-    })?;
-    log::debug!(
-        "{}: load + instantiate {} us",
+    let loaded = engine.load(&config.artifact, config.kind)?;
+    let t_load = t0.elapsed();
+    let pinned = confine::pin_preopens(&mut config.policy)?;
+    confine::drop_privileges(&config.policy.identity, config.policy.limits.max_open_files)?;
+    // Names in the network allowlist resolve in the container's own network.
+    config.policy.network.resolve_hosts();
+
+    let t1 = Instant::now();
+    let instance = loaded.instantiate(&config.policy, config.entry_function.as_deref())?;
+    log::info!(
+        "{}: engine start + load {} us, instantiate {} us",
         config.id,
-        t0.elapsed().as_micros()
+        t_load.as_micros(),
+        t1.elapsed().as_micros()
     );
-    Ok((config.id, prepared))
+    Ok(Prepared {
+        id: config.id,
+        instance,
+        time_limit: config.policy.limits.time_limit,
+        _pinned: pinned,
+    })
 }
 
 fn one_line(s: &str) -> String {

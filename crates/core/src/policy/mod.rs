@@ -1,29 +1,30 @@
-//! The sandbox policy: everything a guest may see or do, derived from the OCI spec alone.
+//! The sandbox policy: everything a guest may see or do, derived from the OCI spec (and the
+//! node's defaults) alone.
 //!
-//! `SandboxPolicy::from_spec` is a pure function (no I/O) so that every rule here is unit-tested;
+//! `SandboxPolicy::from_spec` is a pure function, with the one host fact it needs (whether a
+//! bind mount's source is a file or a folder) passed in, so that every rule is unit-tested;
 //! engines only apply the resulting value and never look at the spec themselves.
 
-use std::path::{Component, Path, PathBuf};
+pub mod annotations;
+mod fs;
+mod identity;
+mod limits;
+pub mod network;
 
-use oci_spec::runtime::{Mount, Spec};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
+use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 
-/// Whether a preopened directory may be written through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Access {
-    ReadOnly,
-    ReadWrite,
-}
-
-/// One host directory made visible to the guest at `guest_path`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Preopen {
-    pub guest_path: String,
-    pub host_path: PathBuf,
-    pub access: Access,
-}
+pub use fs::{normalize_guest_path, Access, FileBind, Preopen, ScratchDir, SourceKind};
+pub use identity::Identity;
+pub use limits::{Limits, WASM_PAGE};
+pub use network::NetworkPolicy;
 
 /// The capabilities of one Wasm container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,25 +35,26 @@ pub struct SandboxPolicy {
     pub env: Vec<(String, String)>,
     /// `process.cwd`, absolute.
     pub cwd: String,
-    /// The rootfs as `/` first, then one entry per exposed mount, in spec order.
+    /// The rootfs as `/` first, then one entry per exposed directory mount, in spec order.
     pub preopens: Vec<Preopen>,
+    /// tmpfs mounts, backed by size-bounded scratch folders (also listed in `preopens`).
+    pub scratch: Vec<ScratchDir>,
+    /// Bind mounts of single files, bound into the rootfs.
+    pub file_binds: Vec<FileBind>,
+    pub limits: Limits,
+    pub network: NetworkPolicy,
+    pub identity: Identity,
 }
 
-/// Filesystems that describe the kernel, not data: never exposed to a guest.
-const KERNEL_FILESYSTEMS: &[&str] = &[
-    "proc",
-    "sysfs",
-    "devpts",
-    "mqueue",
-    "cgroup",
-    "cgroup2",
-    "securityfs",
-    "debugfs",
-];
-
 impl SandboxPolicy {
-    /// Build the policy for a container whose bundle is at `bundle`.
-    pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Self> {
+    /// The policy of the container whose bundle is at `bundle`. `probe` tells what a bind
+    /// mount's source is on the host (`None`: it does not exist).
+    pub fn from_spec(
+        spec: &Spec,
+        bundle: &Path,
+        node: &NodeConfig,
+        probe: &dyn Fn(&Path) -> Option<SourceKind>,
+    ) -> Result<Self> {
         let process = spec
             .process()
             .as_ref()
@@ -90,41 +92,79 @@ impl SandboxPolicy {
             .root()
             .as_ref()
             .ok_or_else(|| Error::spec("root", "missing"))?;
-        let root_path = if root.path().is_absolute() {
-            root.path().clone()
-        } else {
-            bundle.join(root.path())
-        };
-        let root_access = if root.readonly().unwrap_or(false) {
-            Access::ReadOnly
-        } else {
-            Access::ReadWrite
-        };
-        let mut preopens = vec![Preopen {
+        let root = Preopen {
             guest_path: "/".to_string(),
-            host_path: root_path,
-            access: root_access,
-        }];
-
-        for (index, mount) in spec
-            .mounts()
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
-            if let Some(preopen) = mount_preopen(index, mount)? {
-                // A later mount at the same destination shadows an earlier one, as in Linux.
-                preopens.retain(|p| p.guest_path != preopen.guest_path);
-                preopens.push(preopen);
-            }
+            host_path: if root.path().is_absolute() {
+                root.path().clone()
+            } else {
+                bundle.join(root.path())
+            },
+            access: if root.readonly().unwrap_or(false) {
+                Access::ReadOnly
+            } else {
+                Access::ReadWrite
+            },
+        };
+        let fs = fs::from_mounts(
+            root,
+            spec.mounts().as_deref().unwrap_or_default(),
+            bundle,
+            node.scratch_size,
+            probe,
+        )?;
+        if fs.preopens[0].access == Access::ReadOnly && !fs.file_binds.is_empty() {
+            // Bind targets may have to be created in the rootfs, which must be writable then.
+            log::debug!("read-only rootfs with file mounts: targets must exist in the image");
         }
+
+        let annotations = spec.annotations().clone().unwrap_or_default();
+        check_annotation_names(&annotations)?;
+
+        let limits = Limits {
+            memory_limit: memory_limit(spec, node)?,
+            guest_memory: None,
+            time_limit: time_limit(&annotations, node)?,
+            max_open_files: node.max_open_files,
+        };
+        let limits = Limits {
+            guest_memory: guest_memory(limits.memory_limit, node)?,
+            ..limits
+        };
+
+        let network = NetworkPolicy {
+            connect: net_rules(&annotations, annotations::NET_CONNECT)?,
+            listen: net_rules(&annotations, annotations::NET_LISTEN)?,
+            name_lookup: match annotations.get(annotations::NET_LOOKUP).map(String::as_str) {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    return Err(annotation_error(
+                        annotations::NET_LOOKUP,
+                        format!("{other:?} is not true or false"),
+                    ))
+                }
+            },
+        };
+
+        let user = process.user();
+        let identity = Identity {
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
+            umask: user.umask(),
+            no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        };
 
         Ok(SandboxPolicy {
             args,
             env,
             cwd,
-            preopens,
+            preopens: fs.preopens,
+            scratch: fs.scratch,
+            file_binds: fs.file_binds,
+            limits,
+            network,
+            identity,
         })
     }
 
@@ -137,7 +177,7 @@ impl SandboxPolicy {
 
 fn parse_env(kv: &str) -> Result<(String, String)> {
     match kv.split_once('=') {
-        Some((k, _)) if k.is_empty() => Err(Error::spec(
+        Some(("", _)) => Err(Error::spec(
             "process.env",
             format!("{kv:?} has an empty name"),
         )),
@@ -147,88 +187,132 @@ fn parse_env(kv: &str) -> Result<(String, String)> {
     }
 }
 
-/// How one OCI mount appears to the guest, if at all.
-fn mount_preopen(index: usize, mount: &Mount) -> Result<Option<Preopen>> {
-    let field = |name: &str| format!("mounts[{index}].{name}");
-    let destination = normalize_guest_path(mount.destination()).ok_or_else(|| {
-        Error::spec(
-            field("destination"),
-            format!("{:?} is not an absolute path", mount.destination()),
-        )
-    })?;
-    let options = mount.options().as_deref().unwrap_or_default();
-    let is_bind = mount.typ().as_deref() == Some("bind")
-        || options.iter().any(|o| o == "bind" || o == "rbind");
-    let typ = mount.typ().as_deref().unwrap_or("");
-
-    if is_bind {
-        let source = mount
-            .source()
-            .as_ref()
-            .filter(|s| s.is_absolute())
-            .ok_or_else(|| Error::spec(field("source"), "a bind mount needs an absolute source"))?;
-        let access = if options.iter().any(|o| o == "ro") {
-            Access::ReadOnly
-        } else {
-            Access::ReadWrite
-        };
-        return Ok(Some(Preopen {
-            guest_path: destination,
-            host_path: source.clone(),
-            access,
-        }));
-    }
-    if KERNEL_FILESYSTEMS.contains(&typ) {
-        return Ok(None);
-    }
-    if typ == "tmpfs" {
-        // Scratch space is provided by the sandbox (see README); until then the guest writes
-        // below the same path in its own rootfs layer, never on the host.
-        log::debug!("tmpfs mount at {destination} is not exposed separately");
-        return Ok(None);
-    }
-    Err(Error::spec(
-        field("type"),
-        format!("mount type {typ:?} at {destination} is not supported by the Wasm sandbox (only bind mounts and tmpfs)"),
-    ))
+fn annotation_error(name: &str, reason: impl Into<String>) -> Error {
+    Error::spec(format!("annotations[{name}]"), reason)
 }
 
-/// `/a/./b/` -> `/a/b`; rejects relative paths and `..`, which a destination must not contain.
-fn normalize_guest_path(path: &Path) -> Option<String> {
-    if !path.is_absolute() {
-        return None;
+/// A misspelt annotation of ours would silently leave the sandbox open or unbounded.
+fn check_annotation_names(annotations: &HashMap<String, String>) -> Result<()> {
+    match annotations
+        .keys()
+        .find(|k| k.starts_with(annotations::PREFIX) && !annotations::ALL.contains(&k.as_str()))
+    {
+        Some(unknown) => Err(annotation_error(
+            unknown,
+            format!("unknown annotation; known: {}", annotations::ALL.join(", ")),
+        )),
+        None => Ok(()),
     }
-    let mut parts = Vec::new();
-    for component in path.components() {
-        match component {
-            Component::RootDir | Component::CurDir => {}
-            Component::Normal(part) => parts.push(part.to_str()?),
-            Component::ParentDir | Component::Prefix(_) => return None,
-        }
+}
+
+fn memory_limit(spec: &Spec, node: &NodeConfig) -> Result<Option<u64>> {
+    let limit = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit());
+    match limit {
+        // -1 is "unlimited" and 0 "not set" (CRI): the node decides.
+        None | Some(0) | Some(-1) => Ok(node.default_memory_limit),
+        Some(n) if n < 0 => Err(Error::spec(
+            "linux.resources.memory.limit",
+            format!("{n} is negative"),
+        )),
+        Some(n) => Ok(Some(n as u64)),
     }
-    Some(format!("/{}", parts.join("/")))
+}
+
+fn guest_memory(limit: Option<u64>, node: &NodeConfig) -> Result<Option<u64>> {
+    let Some(limit) = limit else { return Ok(None) };
+    match limit.checked_sub(node.runtime_allowance) {
+        Some(rest) if rest >= WASM_PAGE => Ok(Some(rest)),
+        _ => Err(Error::spec(
+            "linux.resources.memory.limit",
+            format!(
+                "{limit} bytes leaves no memory for the guest after the runtime's allowance of {} bytes",
+                node.runtime_allowance
+            ),
+        )),
+    }
+}
+
+fn time_limit(
+    annotations: &HashMap<String, String>,
+    node: &NodeConfig,
+) -> Result<Option<Duration>> {
+    match annotations.get(annotations::TIME_LIMIT_MS) {
+        None => Ok(node.default_time_limit),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
+            _ => Err(annotation_error(
+                annotations::TIME_LIMIT_MS,
+                format!("{v:?} is not a positive number of milliseconds"),
+            )),
+        },
+    }
+}
+
+fn net_rules(annotations: &HashMap<String, String>, name: &str) -> Result<Vec<network::NetRule>> {
+    annotations
+        .get(name)
+        .map(|v| network::parse_rules(v).map_err(|why| annotation_error(name, why)))
+        .transpose()
+        .map(Option::unwrap_or_default)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn spec(json: &str) -> Spec {
         serde_json::from_str(json).expect("test spec parses")
     }
 
-    fn base(process: &str, mounts: &str) -> Spec {
+    /// A spec with `process`, `mounts` and extra top-level members spliced in.
+    fn full(process: &str, mounts: &str, extra: &str) -> Spec {
         spec(&format!(
-            r#"{{"ociVersion":"1.0.2","root":{{"path":"rootfs"}},"process":{process},"mounts":{mounts}}}"#
+            r#"{{"ociVersion":"1.0.2","root":{{"path":"rootfs"}},"process":{process},"mounts":{mounts}{extra}}}"#
         ))
     }
 
-    const PROCESS: &str =
-        r#"{"cwd":"/","args":["/app.wasm","x"],"env":["A=1","B=two=2","EMPTY="]}"#;
+    fn base(process: &str, mounts: &str) -> Spec {
+        full(process, mounts, "")
+    }
+
+    fn node() -> NodeConfig {
+        NodeConfig::for_tests()
+    }
+
+    /// Host paths under /dir are folders, under /file files; nothing else exists.
+    fn probe(p: &Path) -> Option<SourceKind> {
+        if p.starts_with("/dir") {
+            Some(SourceKind::Directory)
+        } else if p.starts_with("/file") {
+            Some(SourceKind::File)
+        } else {
+            None
+        }
+    }
+
+    fn policy(s: &Spec) -> Result<SandboxPolicy> {
+        SandboxPolicy::from_spec(s, Path::new("/b"), &node(), &probe)
+    }
+
+    fn field_of(r: Result<SandboxPolicy>) -> String {
+        match r {
+            Err(Error::Spec { field, .. }) => field,
+            other => panic!("expected a spec error, got {other:?}"),
+        }
+    }
+
+    const PROCESS: &str = r#"{"cwd":"/","args":["/app.wasm","x"],"env":["A=1","B=two=2","EMPTY="],"user":{"uid":0,"gid":0}}"#;
 
     #[test]
     fn args_env_cwd_come_from_the_spec_exactly() {
-        let p = SandboxPolicy::from_spec(&base(PROCESS, "[]"), Path::new("/b")).unwrap();
+        let p = policy(&base(PROCESS, "[]")).unwrap();
         assert_eq!(p.args, ["/app.wasm", "x"]);
         assert_eq!(
             p.env,
@@ -243,7 +327,7 @@ mod tests {
 
     #[test]
     fn rootfs_is_root_preopen_relative_to_bundle() {
-        let p = SandboxPolicy::from_spec(&base(PROCESS, "[]"), Path::new("/b")).unwrap();
+        let p = policy(&base(PROCESS, "[]")).unwrap();
         assert_eq!(
             p.preopens,
             [Preopen {
@@ -259,30 +343,36 @@ mod tests {
         let s = spec(&format!(
             r#"{{"ociVersion":"1.0.2","root":{{"path":"/r","readonly":true}},"process":{PROCESS}}}"#
         ));
-        let p = SandboxPolicy::from_spec(&s, Path::new("/b")).unwrap();
+        let p = policy(&s).unwrap();
         assert_eq!(p.preopens[0].host_path, PathBuf::from("/r"));
         assert_eq!(p.preopens[0].access, Access::ReadOnly);
     }
 
     #[test]
     fn function_fragment_is_stripped_from_argv0() {
-        let s = base(r#"{"cwd":"/","args":["/m.wasm#greet"]}"#, "[]");
-        let p = SandboxPolicy::from_spec(&s, Path::new("/b")).unwrap();
-        assert_eq!(p.args, ["/m.wasm"]);
+        let s = base(
+            r#"{"cwd":"/","args":["/m.wasm#greet"],"user":{"uid":0,"gid":0}}"#,
+            "[]",
+        );
+        assert_eq!(policy(&s).unwrap().args, ["/m.wasm"]);
         assert_eq!(SandboxPolicy::entry_function(&s).as_deref(), Some("greet"));
         assert_eq!(SandboxPolicy::entry_function(&base(PROCESS, "[]")), None);
     }
 
     #[test]
-    fn bind_mounts_become_preopens_with_their_access() {
+    fn mounts_become_preopens_file_binds_and_scratch() {
         let mounts = r#"[
             {"destination":"/proc","type":"proc","source":"proc"},
-            {"destination":"/dev/shm","type":"tmpfs","source":"shm","options":["size=64k"]},
-            {"destination":"/data/","type":"bind","source":"/host/rw","options":["rbind","rw"]},
-            {"destination":"/cfg","source":"/host/ro","options":["rbind","ro"]},
-            {"destination":"/sys","type":"sysfs","source":"sysfs"}
+            {"destination":"/dev/shm","type":"tmpfs","source":"shm","options":["nosuid","size=65536k"]},
+            {"destination":"/data/","type":"bind","source":"/dir/rw","options":["rbind","rw"]},
+            {"destination":"/cfg","source":"/dir/ro","options":["rbind","ro"]},
+            {"destination":"/etc/hosts","type":"bind","source":"/file/hosts","options":["rbind","ro"]},
+            {"destination":"/tmp","type":"tmpfs","source":"tmpfs"},
+            {"destination":"/sys","type":"sysfs","source":"sysfs"},
+            {"destination":"/dev/pts","type":"devpts","source":"devpts"},
+            {"destination":"/sys/fs/cgroup","type":"cgroup","source":"cgroup"}
         ]"#;
-        let p = SandboxPolicy::from_spec(&base(PROCESS, mounts), Path::new("/b")).unwrap();
+        let p = policy(&base(PROCESS, mounts)).unwrap();
         let got: Vec<_> = p
             .preopens
             .iter()
@@ -298,77 +388,251 @@ mod tests {
             got,
             [
                 ("/", "/b/rootfs", Access::ReadWrite),
-                ("/data", "/host/rw", Access::ReadWrite),
-                ("/cfg", "/host/ro", Access::ReadOnly),
+                ("/dev/shm", "/b/scratch/1", Access::ReadWrite),
+                ("/data", "/dir/rw", Access::ReadWrite),
+                ("/cfg", "/dir/ro", Access::ReadOnly),
+                ("/tmp", "/b/scratch/5", Access::ReadWrite),
             ]
+        );
+        assert_eq!(
+            p.scratch,
+            [
+                ScratchDir {
+                    host_path: "/b/scratch/1".into(),
+                    size_bytes: 64 << 20
+                },
+                ScratchDir {
+                    host_path: "/b/scratch/5".into(),
+                    size_bytes: node().scratch_size
+                },
+            ]
+        );
+        assert_eq!(
+            p.file_binds,
+            [FileBind {
+                source: "/file/hosts".into(),
+                guest_path: "/etc/hosts".into(),
+                access: Access::ReadOnly
+            }]
         );
     }
 
     #[test]
     fn later_mount_shadows_earlier_at_same_destination() {
         let mounts = r#"[
-            {"destination":"/d","type":"bind","source":"/one","options":["rbind"]},
-            {"destination":"/d","type":"bind","source":"/two","options":["rbind","ro"]}
+            {"destination":"/d","type":"bind","source":"/dir/one","options":["rbind"]},
+            {"destination":"/d","type":"bind","source":"/dir/two","options":["rbind","ro"]}
         ]"#;
-        let p = SandboxPolicy::from_spec(&base(PROCESS, mounts), Path::new("/b")).unwrap();
+        let p = policy(&base(PROCESS, mounts)).unwrap();
         assert_eq!(p.preopens.len(), 2);
-        assert_eq!(p.preopens[1].host_path, PathBuf::from("/two"));
+        assert_eq!(p.preopens[1].host_path, PathBuf::from("/dir/two"));
         assert_eq!(p.preopens[1].access, Access::ReadOnly);
     }
 
     #[test]
     fn bad_inputs_are_rejected_naming_the_field() {
+        let mount = |m: &str| base(PROCESS, &format!("[{m}]"));
         let cases = [
-            (base(r#"{"cwd":"/","args":[]}"#, "[]"), "process.args"),
             (
-                base(r#"{"cwd":"rel","args":["/m.wasm"]}"#, "[]"),
+                base(r#"{"cwd":"/","args":[],"user":{"uid":0,"gid":0}}"#, "[]"),
+                "process.args",
+            ),
+            (
+                base(
+                    r#"{"cwd":"rel","args":["/m.wasm"],"user":{"uid":0,"gid":0}}"#,
+                    "[]",
+                ),
                 "process.cwd",
             ),
             (
-                base(r#"{"cwd":"/","args":["/m.wasm"],"env":["=x"]}"#, "[]"),
+                base(
+                    r#"{"cwd":"/","args":["/m.wasm"],"env":["=x"],"user":{"uid":0,"gid":0}}"#,
+                    "[]",
+                ),
                 "process.env",
             ),
             (
-                base(
-                    PROCESS,
-                    r#"[{"destination":"/d","type":"bind","source":"rel","options":["rbind"]}]"#,
-                ),
+                mount(r#"{"destination":"/d","type":"bind","source":"rel","options":["rbind"]}"#),
                 "mounts[0].source",
             ),
             (
-                base(
-                    PROCESS,
-                    r#"[{"destination":"/a/../b","type":"bind","source":"/x"}]"#,
-                ),
+                mount(r#"{"destination":"/d","type":"bind","source":"/gone","options":["rbind"]}"#),
+                "mounts[0].source",
+            ),
+            (
+                mount(r#"{"destination":"/a/../b","type":"bind","source":"/dir/x"}"#),
                 "mounts[0].destination",
             ),
             (
-                base(
-                    PROCESS,
-                    r#"[{"destination":"/n","type":"nfs","source":"h:/x"}]"#,
-                ),
+                mount(r#"{"destination":"/n","type":"nfs","source":"h:/x"}"#),
                 "mounts[0].type",
+            ),
+            (
+                mount(r#"{"destination":"/t","type":"tmpfs","source":"t","options":["size=1x"]}"#),
+                "mounts[0].options",
+            ),
+            (
+                mount(r#"{"destination":"/t","type":"tmpfs","source":"t","options":["size=-5"]}"#),
+                "mounts[0].options",
             ),
         ];
         for (spec, field) in cases {
-            match SandboxPolicy::from_spec(&spec, Path::new("/b")) {
-                Err(Error::Spec { field: f, .. }) => assert_eq!(f, field),
-                other => panic!("expected error on {field}, got {other:?}"),
-            }
+            assert_eq!(field_of(policy(&spec)), field);
         }
     }
 
     #[test]
     fn missing_process_or_root_is_an_error() {
         let s = spec(r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"}}"#);
-        assert!(matches!(
-            SandboxPolicy::from_spec(&s, Path::new("/b")),
-            Err(Error::Spec { field, .. }) if field == "process"
-        ));
+        assert_eq!(field_of(policy(&s)), "process");
         let s = spec(&format!(r#"{{"ociVersion":"1.0.2","process":{PROCESS}}}"#));
-        assert!(matches!(
-            SandboxPolicy::from_spec(&s, Path::new("/b")),
-            Err(Error::Spec { field, .. }) if field == "root"
-        ));
+        assert_eq!(field_of(policy(&s)), "root");
+    }
+
+    fn with_memory(limit: &str) -> Spec {
+        full(
+            PROCESS,
+            "[]",
+            &format!(r#","linux":{{"resources":{{"memory":{{"limit":{limit}}}}}}}"#),
+        )
+    }
+
+    #[test]
+    fn memory_limit_minus_allowance_caps_guest_memory() {
+        let n = node();
+        let p = policy(&with_memory(&(64u64 << 20).to_string())).unwrap();
+        assert_eq!(p.limits.memory_limit, Some(64 << 20));
+        assert_eq!(
+            p.limits.guest_memory,
+            Some((64 << 20) - n.runtime_allowance)
+        );
+        assert_eq!(
+            p.limits.guest_memory_pages(),
+            Some(((64 << 20) - n.runtime_allowance) / WASM_PAGE)
+        );
+    }
+
+    #[test]
+    fn unset_or_unlimited_memory_takes_the_node_default() {
+        for limit in ["0", "-1"] {
+            let p = policy(&with_memory(limit)).unwrap();
+            assert_eq!(
+                p.limits.memory_limit,
+                node().default_memory_limit,
+                "{limit}"
+            );
+        }
+        let p = policy(&base(PROCESS, "[]")).unwrap();
+        assert_eq!(p.limits.memory_limit, node().default_memory_limit);
+        let mut unlimited = node();
+        unlimited.default_memory_limit = None;
+        let p = SandboxPolicy::from_spec(&base(PROCESS, "[]"), Path::new("/b"), &unlimited, &probe)
+            .unwrap();
+        assert_eq!((p.limits.memory_limit, p.limits.guest_memory), (None, None));
+    }
+
+    #[test]
+    fn negative_or_too_small_memory_limits_are_rejected() {
+        assert_eq!(
+            field_of(policy(&with_memory("-5"))),
+            "linux.resources.memory.limit"
+        );
+        let allowance = node().runtime_allowance.to_string();
+        assert_eq!(
+            field_of(policy(&with_memory(&allowance))),
+            "linux.resources.memory.limit"
+        );
+    }
+
+    fn annotated(pairs: &[(&str, &str)]) -> Spec {
+        let body: Vec<String> = pairs.iter().map(|(k, v)| format!("{k:?}:{v:?}")).collect();
+        full(
+            PROCESS,
+            "[]",
+            &format!(r#","annotations":{{{}}}"#, body.join(",")),
+        )
+    }
+
+    #[test]
+    fn time_limit_from_annotation_or_node_default() {
+        let p = policy(&annotated(&[(annotations::TIME_LIMIT_MS, "1500")])).unwrap();
+        assert_eq!(p.limits.time_limit, Some(Duration::from_millis(1500)));
+        let p = policy(&base(PROCESS, "[]")).unwrap();
+        assert_eq!(p.limits.time_limit, node().default_time_limit);
+        for bad in ["0", "-3", "1.5s", ""] {
+            let r = policy(&annotated(&[(annotations::TIME_LIMIT_MS, bad)]));
+            assert_eq!(
+                field_of(r),
+                format!("annotations[{}]", annotations::TIME_LIMIT_MS),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn network_is_closed_unless_annotated() {
+        let p = policy(&base(PROCESS, "[]")).unwrap();
+        assert!(p.network.is_closed());
+        let p = policy(&annotated(&[
+            (annotations::NET_CONNECT, "10.0.0.0/8:443"),
+            (annotations::NET_LISTEN, "*:8080"),
+            (annotations::NET_LOOKUP, "true"),
+        ]))
+        .unwrap();
+        assert!(p.network.allows_connect("10.2.3.4:443".parse().unwrap()));
+        assert!(p.network.allows_bind("0.0.0.0:8080".parse().unwrap()));
+        assert!(p.network.name_lookup);
+        let r = policy(&annotated(&[(annotations::NET_CONNECT, "10.0.0.0/40:443")]));
+        assert_eq!(
+            field_of(r),
+            format!("annotations[{}]", annotations::NET_CONNECT)
+        );
+        let r = policy(&annotated(&[(annotations::NET_LOOKUP, "yes")]));
+        assert_eq!(
+            field_of(r),
+            format!("annotations[{}]", annotations::NET_LOOKUP)
+        );
+    }
+
+    #[test]
+    fn unknown_annotations_of_ours_are_rejected_others_ignored() {
+        let r = policy(&annotated(&[("wasm-shim/time-limit", "5")]));
+        assert_eq!(field_of(r), "annotations[wasm-shim/time-limit]");
+        assert!(policy(&annotated(&[(
+            "io.kubernetes.cri.container-type",
+            "container"
+        )]))
+        .is_ok());
+    }
+
+    #[test]
+    fn identity_comes_from_process_user() {
+        let s = base(
+            r#"{"cwd":"/","args":["/m.wasm"],"noNewPrivileges":true,
+                "user":{"uid":1000,"gid":1001,"additionalGids":[5,6],"umask":18}}"#,
+            "[]",
+        );
+        assert_eq!(
+            policy(&s).unwrap().identity,
+            Identity {
+                uid: 1000,
+                gid: 1001,
+                additional_gids: vec![5, 6],
+                umask: Some(0o22),
+                no_new_privileges: true
+            }
+        );
+    }
+
+    #[test]
+    fn policy_round_trips_through_json() {
+        let p = policy(&annotated(&[(
+            annotations::NET_CONNECT,
+            "api.example.com:443",
+        )]))
+        .unwrap();
+        let back: SandboxPolicy =
+            serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
     }
 }

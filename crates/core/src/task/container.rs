@@ -12,12 +12,14 @@ use containerd_shim::protos::types::mount::Mount;
 use nix::fcntl::OFlag;
 
 use crate::artifact::Outcome;
+use crate::config::NodeConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::instance::{self, InstanceConfig};
 use crate::policy::SandboxPolicy;
 use crate::source::ModuleSource;
 use crate::task::compile::Compiler;
 use crate::task::rootfs::Rootfs;
+use crate::task::sandbox_fs::{probe_source, SandboxMounts};
 use crate::task::stdio::{StdinFeeder, Stdio, StdioPaths};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +37,8 @@ pub struct Container {
     pub status: Status,
     start_pipe: Option<File>,
     stdin_feeder: Option<StdinFeeder>,
+    // Dropped (unmounted) before the rootfs they may sit in.
+    sandbox_mounts: SandboxMounts,
     rootfs: Rootfs,
 }
 
@@ -49,7 +53,7 @@ pub struct CreateRequest<'a> {
 
 impl Container {
     /// spec -> policy -> module source -> artifact -> instance process, ready to start.
-    pub fn create(req: CreateRequest<'_>, compiler: &Compiler) -> Result<Self> {
+    pub fn create(req: CreateRequest<'_>, compiler: &Compiler, node: &NodeConfig) -> Result<Self> {
         if req.terminal {
             return Err(Error::spec(
                 "process.terminal",
@@ -58,11 +62,12 @@ impl Container {
         }
         let t0 = Instant::now();
         let spec = crate::bundle::load_spec(req.bundle)?;
-        let policy = SandboxPolicy::from_spec(&spec, req.bundle)?;
+        let policy = SandboxPolicy::from_spec(&spec, req.bundle, node, &probe_source)?;
         let entry_function = SandboxPolicy::entry_function(&spec);
         let t_policy = t0.elapsed();
 
         let rootfs = Rootfs::mount(req.bundle, req.rootfs)?;
+        let sandbox_mounts = SandboxMounts::set_up(&policy)?;
         let t1 = Instant::now();
         let source = ModuleSource::from_entrypoint(&policy)?;
         let t_source = t1.elapsed();
@@ -119,6 +124,7 @@ impl Container {
             status: Status::Created,
             start_pipe: Some(start_pipe),
             stdin_feeder,
+            sandbox_mounts,
             rootfs,
         })
     }
@@ -146,7 +152,9 @@ impl Container {
         self.stdin_feeder = None;
         let _ = std::fs::remove_file(self.bundle.join(instance::CONFIG_FILE));
         let _ = std::fs::remove_file(self.bundle.join(crate::shim::PID_FILE));
-        self.rootfs.unmount()
+        let mounts = self.sandbox_mounts.tear_down();
+        let _ = std::fs::remove_dir_all(self.bundle.join("scratch"));
+        mounts.and(self.rootfs.unmount())
     }
 }
 

@@ -8,6 +8,7 @@ mod container;
 mod events;
 mod metrics;
 mod rootfs;
+mod sandbox_fs;
 mod stdio;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use containerd_shim::protos::ttrpc::{self, Code};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
 
+use crate::config::NodeConfig;
 use crate::error::Error;
 use container::{Container, CreateRequest, Status, REAP_TIMEOUT};
 use stdio::StdioPaths;
@@ -57,6 +59,7 @@ pub struct TaskService {
     events: Arc<events::Events>,
     compiler: OnceLock<Compiler>,
     make_compiler: CompilerFactory,
+    node: NodeConfig,
     exit_signal: Arc<ExitSignal>,
 }
 
@@ -65,6 +68,7 @@ impl TaskService {
         publisher: RemotePublisher,
         namespace: String,
         make_compiler: CompilerFactory,
+        node: NodeConfig,
         exit_signal: Arc<ExitSignal>,
     ) -> Self {
         let service = TaskService {
@@ -72,6 +76,7 @@ impl TaskService {
             events: Arc::new(events::Events::new(publisher, namespace)),
             compiler: OnceLock::new(),
             make_compiler,
+            node,
             exit_signal,
         };
         service.watch_exits();
@@ -217,6 +222,7 @@ impl containerd_shim::Task for TaskService {
                 terminal: req.terminal,
             },
             self.compiler()?,
+            &self.node,
         )
         .inspect_err(|e| log::warn!("{}: create failed: {e}", req.id))?;
         let pid = container.pid;

@@ -1,0 +1,101 @@
+//! The policy's memory budget as a Wasmtime resource limiter: linear memories and tables of
+//! the guest together may not grow past it; a refused growth makes `memory.grow` return -1
+//! (the guest's allocator sees out-of-memory) and is remembered to explain a later trap.
+
+use wasm_shim_core::policy::Limits;
+
+pub struct GuestLimiter {
+    budget: Option<usize>,
+    used: usize,
+    refused: Option<usize>,
+}
+
+/// Wasmtime keeps one pointer per table element.
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+
+impl GuestLimiter {
+    pub fn new(limits: &Limits) -> Self {
+        GuestLimiter {
+            budget: limits
+                .guest_memory
+                .map(|b| usize::try_from(b).unwrap_or(usize::MAX)),
+            used: 0,
+            refused: None,
+        }
+    }
+
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let wanted = self.used.saturating_sub(current).saturating_add(desired);
+        match self.budget {
+            Some(budget) if wanted > budget => {
+                self.refused = Some(wanted);
+                false
+            }
+            _ => {
+                self.used = wanted;
+                true
+            }
+        }
+    }
+
+    /// Why the guest may have failed, if the limit was hit.
+    pub fn explain(&self) -> Option<String> {
+        let (wanted, budget) = (self.refused?, self.budget?);
+        Some(format!(
+            "memory limit reached: the guest asked for {} MiB of linear memory, its limit leaves {} MiB",
+            wanted.div_ceil(1 << 20),
+            budget >> 20
+        ))
+    }
+}
+
+impl wasmtime::ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(self.grow(current, desired))
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(self.grow(current * TABLE_ELEMENT_BYTES, desired * TABLE_ELEMENT_BYTES))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(budget: Option<u64>) -> GuestLimiter {
+        GuestLimiter::new(&Limits {
+            memory_limit: None,
+            guest_memory: budget,
+            time_limit: None,
+            max_open_files: 64,
+        })
+    }
+
+    #[test]
+    fn growth_is_summed_and_bounded() {
+        let mut l = limiter(Some(10 << 20));
+        assert!(l.grow(0, 4 << 20));
+        assert!(l.grow(0, 4 << 20), "a second memory");
+        assert!(!l.grow(4 << 20, 8 << 20), "would make 12 MiB");
+        assert!(l.explain().unwrap().contains("12 MiB"));
+        assert!(l.grow(4 << 20, 6 << 20), "exactly 10 MiB");
+    }
+
+    #[test]
+    fn no_budget_allows_everything() {
+        let mut l = limiter(None);
+        assert!(l.grow(0, usize::MAX / 2));
+        assert!(l.explain().is_none());
+    }
+}

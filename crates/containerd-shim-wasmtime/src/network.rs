@@ -1,0 +1,29 @@
+//! The policy's network allowlist applied to WASI sockets (preview 2). Closed by default:
+//! with no rules TCP and UDP are off entirely.
+
+use wasm_shim_core::policy::NetworkPolicy;
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::WasiCtxBuilder;
+
+pub fn apply(builder: &mut WasiCtxBuilder, policy: &NetworkPolicy) {
+    let open = !policy.is_closed();
+    builder
+        .allow_tcp(open)
+        .allow_udp(open)
+        .allow_ip_name_lookup(policy.name_lookup);
+    let policy = policy.clone();
+    builder.socket_addr_check(move |addr, usage| {
+        let allowed = match usage {
+            SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend => policy.allows_connect(addr),
+            SocketAddrUse::TcpBind | SocketAddrUse::TcpListen | SocketAddrUse::UdpBind => {
+                policy.allows_bind(addr)
+            }
+            // Peers of an allowed listener or socket.
+            SocketAddrUse::TcpAccept | SocketAddrUse::UdpReceive => true,
+        };
+        if !allowed {
+            log::info!("network policy refused {usage:?} {addr}");
+        }
+        Box::pin(async move { allowed })
+    });
+}

@@ -1,0 +1,15 @@
+//! The annotations a pod or `ctr run --annotation` may set to tighten or open the sandbox.
+
+/// Wall-time limit of the guest in milliseconds, counted from the task's Start.
+pub const TIME_LIMIT_MS: &str = "wasm-shim/time-limit-ms";
+/// Outbound connections the guest may make: `ADDR:PORTS,...` (see `network`).
+pub const NET_CONNECT: &str = "wasm-shim/net-connect";
+/// Addresses the guest may bind and listen on: `ADDR:PORTS,...`.
+pub const NET_LISTEN: &str = "wasm-shim/net-listen";
+/// `true` lets the guest resolve names (`wasi:sockets/ip-name-lookup`).
+pub const NET_LOOKUP: &str = "wasm-shim/net-lookup";
+
+/// Every annotation above, so that a misspelt one is an error rather than silently ignored.
+pub const ALL: &[&str] = &[TIME_LIMIT_MS, NET_CONNECT, NET_LISTEN, NET_LOOKUP];
+/// The prefix the annotations above share.
+pub const PREFIX: &str = "wasm-shim/";
