@@ -164,9 +164,15 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
         // containerd runs `delete` in the bundle folder when the shim is gone.
         let bundle = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
         kill_orphan_instance(&bundle);
-        if let Err(e) = crate::task::unmount_all(&bundle.join("rootfs")) {
-            log::warn!("{e}");
+        // tmpfs scratch folders first; a lazy unmount of the rootfs takes file binds with it.
+        let scratch = bundle.join("scratch");
+        let scratch_dirs = std::fs::read_dir(&scratch).into_iter().flatten().flatten();
+        for target in scratch_dirs.map(|e| e.path()).chain([bundle.join("rootfs")]) {
+            if let Err(e) = crate::task::unmount_all(&target) {
+                log::warn!("{e}");
+            }
         }
+        let _ = std::fs::remove_dir_all(&scratch);
         let _ = std::fs::remove_file(bundle.join(instance::CONFIG_FILE));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
