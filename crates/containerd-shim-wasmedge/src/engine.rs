@@ -42,6 +42,9 @@ pub struct WasmEdgeEngine {
 
 impl Engine for WasmEdgeEngine {
     const NAME: &'static str = "wasmedge";
+    // Instance processes start with a cleared environment: keep where the plugins and the
+    // library are.
+    const NODE_ENV: &'static [&'static str] = &["WASMEDGE_PLUGIN_PATH", "LD_LIBRARY_PATH"];
 
     fn new() -> anyhow::Result<Self> {
         // libwasmedge keeps the soname libwasmedge.so.0 across releases, so the dynamic linker

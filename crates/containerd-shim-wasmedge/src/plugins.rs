@@ -6,10 +6,8 @@
 //!   is native code running with the shim's privileges, outside the WASI sandbox.
 //! - `WASMEDGE_PLUGIN_PATH`: where the plugins are, as for the `wasmedge` CLI.
 //!
-//! The core starts instance processes with a cleared environment, so an instance process that
-//! does not find a setting in its own environment reads it from its parent's, the shim server
-//! that containerd started with the node's environment (`/proc/<ppid>/environ`). It does so
-//! while loading the artifact, before it takes the container's user and could no longer read it.
+//! The core passes the node's `WASM_SHIM_*` settings and the engine's `NODE_ENV` variables
+//! (see `engine.rs`) from the shim's environment to the instance processes.
 //!
 //! Container settings: entries of the spec's `process.env` named `WASMEDGE_*` are settings for
 //! the plugin host, not for the guest. They are removed from the guest's environment and, when
@@ -18,10 +16,8 @@
 //! single-threaded at that point, so setting its environment is safe. The spec cannot choose
 //! *which* plugins load: its `WASMEDGE_PLUGIN_PATH` is ignored, the node's applies.
 
-use std::cell::OnceCell;
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::OsStrExt;
 
 use anyhow::{bail, Result};
 use wasmedge_sdk::plugin::PluginManager;
@@ -42,19 +38,12 @@ pub struct NodePlugins {
 }
 
 impl NodePlugins {
-    /// From this process's environment, else its parent's (see the module comment).
+    /// From the instance process's environment (see the module comment).
     pub fn from_env() -> Self {
-        let parent = OnceCell::new();
-        let get = |name: &str| {
-            std::env::var_os(name).or_else(|| {
-                parent
-                    .get_or_init(parent_environ)
-                    .iter()
-                    .find(|(k, _)| k == OsStr::new(name))
-                    .map(|(_, v)| v.clone())
-            })
-        };
-        Self::from_values(get(PLUGINS_ENV), get(PLUGIN_PATH_ENV))
+        Self::from_values(
+            std::env::var_os(PLUGINS_ENV),
+            std::env::var_os(PLUGIN_PATH_ENV),
+        )
     }
 
     fn from_values(switch: Option<OsString>, plugin_path: Option<OsString>) -> Self {
@@ -67,30 +56,6 @@ impl NodePlugins {
             plugin_path: plugin_path.filter(|p| !p.is_empty()),
         }
     }
-}
-
-/// The parent process's environment as it was started; empty if unreadable.
-fn parent_environ() -> Vec<(OsString, OsString)> {
-    let ppid = std::os::unix::process::parent_id();
-    match std::fs::read(format!("/proc/{ppid}/environ")) {
-        Ok(raw) => parse_environ(&raw),
-        Err(e) => {
-            log::debug!("reading the environment of the shim (pid {ppid}): {e}");
-            Vec::new()
-        }
-    }
-}
-
-fn parse_environ(raw: &[u8]) -> Vec<(OsString, OsString)> {
-    raw.split(|b| *b == 0)
-        .filter_map(|kv| {
-            let eq = kv.iter().position(|b| *b == b'=')?;
-            Some((
-                OsStr::from_bytes(&kv[..eq]).to_owned(),
-                OsStr::from_bytes(&kv[eq + 1..]).to_owned(),
-            ))
-        })
-        .collect()
 }
 
 /// Environment entries, `(name, value)`, in spec order.
@@ -251,19 +216,6 @@ mod tests {
         assert_eq!(
             NodePlugins::from_values(None, Some("".into())).plugin_path,
             None
-        );
-    }
-
-    #[test]
-    fn parses_proc_environ() {
-        let env = parse_environ(b"A=1\0WASMEDGE_PLUGIN_PATH=/p:/q\0NOEQ\0B=x=y\0");
-        let env: Vec<(&str, &str)> = env
-            .iter()
-            .map(|(k, v)| (k.to_str().unwrap(), v.to_str().unwrap()))
-            .collect();
-        assert_eq!(
-            env,
-            [("A", "1"), ("WASMEDGE_PLUGIN_PATH", "/p:/q"), ("B", "x=y")]
         );
     }
 }

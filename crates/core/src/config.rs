@@ -31,6 +31,8 @@ pub struct NodeConfig {
     pub runtime_allowance: u64,
     pub scratch_size: u64,
     pub max_open_files: u64,
+    /// The node settings instance processes see (see `keep_for_instances`).
+    pub instance_env: Vec<(String, String)>,
 }
 
 impl NodeConfig {
@@ -55,7 +57,19 @@ impl NodeConfig {
             runtime_allowance: RUNTIME_ALLOWANCE,
             scratch_size: DEFAULT_SCRATCH_SIZE,
             max_open_files: MAX_OPEN_FILES,
+            instance_env: Vec::new(),
         }
+    }
+
+    /// Keep the node's `WASM_SHIM_*` settings, `RUST_LOG` and the engine's own variables
+    /// for instance processes, which otherwise start with an empty environment.
+    pub fn keep_for_instances(mut self, engine_vars: &[&str]) -> Self {
+        self.instance_env = std::env::vars()
+            .filter(|(k, _)| {
+                k.starts_with("WASM_SHIM_") || k == "RUST_LOG" || engine_vars.contains(&k.as_str())
+            })
+            .collect();
+        self
     }
 
     /// The built-in defaults, whatever the environment says.
@@ -69,6 +83,7 @@ impl NodeConfig {
             runtime_allowance: RUNTIME_ALLOWANCE,
             scratch_size: DEFAULT_SCRATCH_SIZE,
             max_open_files: MAX_OPEN_FILES,
+            instance_env: Vec::new(),
         }
     }
 }

@@ -39,6 +39,10 @@ pub trait Engine: Sized + 'static {
     /// Short name used in logs, the runtime name and the cache key, e.g. `wasmtime`.
     const NAME: &'static str;
 
+    /// Variables of the node's environment (besides `WASM_SHIM_*` and `RUST_LOG`) that
+    /// instance processes keep; everything else is cleared.
+    const NODE_ENV: &'static [&'static str] = &[];
+
     fn new() -> anyhow::Result<Self>;
 
     /// Everything besides the module bytes that shapes the compiled code: engine version,

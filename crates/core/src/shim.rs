@@ -167,7 +167,10 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
         // tmpfs scratch folders first; a lazy unmount of the rootfs takes file binds with it.
         let scratch = bundle.join("scratch");
         let scratch_dirs = std::fs::read_dir(&scratch).into_iter().flatten().flatten();
-        for target in scratch_dirs.map(|e| e.path()).chain([bundle.join("rootfs")]) {
+        for target in scratch_dirs
+            .map(|e| e.path())
+            .chain([bundle.join("rootfs")])
+        {
             if let Err(e) = crate::task::unmount_all(&target) {
                 log::warn!("{e}");
             }
@@ -195,14 +198,14 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
     }
 
     fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
-        let node = NodeConfig::from_env();
-        let cache_dir = node.cache_dir.clone();
+        let node = NodeConfig::from_env().keep_for_instances(E::NODE_ENV);
+        let (cache_dir, node_env) = (node.cache_dir.clone(), node.instance_env.clone());
         TaskService::new(
             publisher,
             self.namespace.clone(),
             Box::new(move || {
                 let engine = E::new().map_err(crate::Error::Engine)?;
-                Compiler::new(engine.fingerprint(), cache_dir.clone())
+                Compiler::new(engine.fingerprint(), cache_dir.clone(), node_env.clone())
             }),
             node,
             self.exit.clone(),

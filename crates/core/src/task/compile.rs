@@ -18,24 +18,35 @@ pub const SUBCOMMAND: &str = "compile-artifact";
 pub struct Compiler {
     fingerprint: String,
     cache: ArtifactCache,
+    /// The node settings the compiler process sees (it starts with an empty environment).
+    node_env: Vec<(String, String)>,
 }
 
 impl Compiler {
-    pub fn new(fingerprint: String, cache_dir: PathBuf) -> Result<Self> {
+    pub fn new(
+        fingerprint: String,
+        cache_dir: PathBuf,
+        node_env: Vec<(String, String)>,
+    ) -> Result<Self> {
         Ok(Compiler {
             fingerprint,
             cache: ArtifactCache::open(cache_dir)?,
+            node_env,
         })
     }
 
     pub fn artifact_for(&self, source: &ModuleSource) -> Result<(Artifact, Outcome)> {
         let key = ArtifactCache::key(&self.fingerprint, &source.digest);
         self.cache
-            .get_or_build(&key, |out| compile_in_child(source, out))
+            .get_or_build(&key, |out| compile_in_child(source, out, &self.node_env))
     }
 }
 
-fn compile_in_child(source: &ModuleSource, out: &Path) -> Result<()> {
+fn compile_in_child(
+    source: &ModuleSource,
+    out: &Path,
+    node_env: &[(String, String)],
+) -> Result<()> {
     let exe = std::env::current_exe().io_context(|| "locating the shim binary".into())?;
     // Subscribe before spawning: the shim's reaper may collect the child at any moment.
     let exits = monitor_subscribe(Topic::Pid)
@@ -47,6 +58,7 @@ fn compile_in_child(source: &ModuleSource, out: &Path) -> Result<()> {
         .arg("--out")
         .arg(out)
         .env_clear()
+        .envs(node_env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -107,7 +107,7 @@ impl Container {
         let mut stdio = Stdio::open(&req.stdio)?;
         let stdin_feeder = stdio.stdin_feeder.take();
         let t3 = Instant::now();
-        let (pid, start_pipe) = spawn_instance(req.bundle, stdio)?;
+        let (pid, start_pipe) = spawn_instance(req.bundle, stdio, &node.instance_env)?;
         let pid_file = req.bundle.join(crate::shim::PID_FILE);
         std::fs::write(&pid_file, pid.to_string())
             .io_context(|| format!("writing {}", pid_file.display()))?;
@@ -159,7 +159,11 @@ impl Container {
 }
 
 /// Start the instance process and wait until it reports ready (or why it cannot be).
-fn spawn_instance(bundle: &Path, stdio: Stdio) -> Result<(u32, File)> {
+fn spawn_instance(
+    bundle: &Path,
+    stdio: Stdio,
+    node_env: &[(String, String)],
+) -> Result<(u32, File)> {
     let (start_r, start_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
     let exe = std::env::current_exe().io_context(|| "locating the shim binary".into())?;
@@ -168,12 +172,10 @@ fn spawn_instance(bundle: &Path, stdio: Stdio) -> Result<(u32, File)> {
     cmd.arg(instance::SUBCOMMAND)
         .arg(bundle)
         .env_clear()
+        .envs(node_env.iter().map(|(k, v)| (k, v)))
         .stdin(stdio.stdin)
         .stdout(stdio.stdout)
         .stderr(stdio.stderr);
-    if let Ok(level) = std::env::var("RUST_LOG") {
-        cmd.env("RUST_LOG", level);
-    }
     let (start_fd, status_fd) = (start_r.as_raw_fd(), status_w.as_raw_fd());
     // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
     unsafe {
