@@ -17,6 +17,8 @@
 #   BUSYBOX        static busybox binary (default: /bin/busybox)
 #   WASM_IMAGE     an already built wasm-image binary (default: build it with
 #                  `cargo build --release -p wasm-image` in the root workspace)
+#   BUILD_BIG=1    also build the big guest (~5 MB of generated code, a minute or
+#                  two of rustc) and its image big.tar, for scripts/bench
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -49,6 +51,14 @@ p2="$guests/target/wasm32-wasip2/release"
 cp "$p1/hello.wasm" "$modules/hello.wasm"
 cp "$p1/probe.wasm" "$modules/probe-p1.wasm"
 cp "$p2/probe.wasm" "$modules/probe-p2.wasm"
+if [[ "${BUILD_BIG:-0}" == 1 ]]; then
+    log "building the big guest (wasm32-wasip1; takes a while the first time)"
+    cargo build --release \
+        --manifest-path "$guests/Cargo.toml" \
+        --target-dir "$guests/target" \
+        --target wasm32-wasip1 -p big
+    cp "$p1/big.wasm" "$modules/big.wasm"
+fi
 
 # --- C guest -----------------------------------------------------------------
 clang="${CLANG:-clang}"
@@ -79,6 +89,13 @@ cp "$c_out" "$modules/c-hello.wasm"
 # A valid header followed by bytes that are no section; no header at all; nothing.
 printf '\0asm\1\0\0\0\377\377\377\377garbage after a valid header\n' >"$modules/malformed.wasm"
 printf 'this is a text file, not a WebAssembly module\n' >"$modules/garbage.wasm"
+# Valid modules that must fail at instantiation, encoded by hand (section by section):
+# start-trap: (func $s unreachable) (start $s) (func (export "_start"))
+printf '\0asm\1\0\0\0''\1\4\1\x60\0\0''\3\3\2\0\0''\7\x0a\1\6_start\0\1''\x08\1\0''\x0a\x08\2\3\0\0\x0b\2\0\x0b' \
+    >"$modules/start-trap.wasm"
+# bad-import: imports env.missing, which no WASI host provides, and calls it from _start.
+printf '\0asm\1\0\0\0''\1\4\1\x60\0\0''\2\x0f\1\3env\7missing\0\0''\3\2\1\0''\7\x0a\1\6_start\0\1''\x0a\6\1\4\0\x10\0\x0b' \
+    >"$modules/bad-import.wasm"
 : >"$modules/empty.wasm"
 
 # --- wasm-image --------------------------------------------------------------
@@ -128,12 +145,16 @@ image c-hello localhost/test/c-hello:latest \
     --file "$modules/c-hello.wasm:/hello.wasm:0755" --entrypoint /hello.wasm
 image c-greet localhost/test/c-greet:latest \
     --file "$modules/c-hello.wasm:/hello.wasm:0755" --entrypoint '/hello.wasm#greet'
-for bad in malformed garbage empty; do
+for bad in malformed garbage empty start-trap bad-import; do
     image "$bad" "localhost/test/$bad:latest" \
         --file "$modules/$bad.wasm:/bad.wasm:0755" --entrypoint /bad.wasm
 done
 image missing localhost/test/missing:latest \
     --file "$modules/hello.wasm:/hello.wasm:0755" --entrypoint /nope.wasm
+if [[ "${BUILD_BIG:-0}" == 1 ]]; then
+    image big localhost/test/big:latest \
+        --file "$modules/big.wasm:/big.wasm:0755" --entrypoint /big.wasm
+fi
 
 busybox="${BUSYBOX:-/bin/busybox}"
 [[ -x "$busybox" ]] || die "$busybox not found: apt-get install busybox-static"

@@ -178,6 +178,28 @@ fn run(args: &[OsString]) -> Outcome {
             println!("opened {}", handles.len());
             Ok(())
         }
+        "fill" => {
+            // Write MIB MiB of zeros, reporting how far it got if the filesystem is full.
+            let (path, mib) = (arg(0)?, parse::<u64>(command, arg(1)?)?);
+            let mut file = std::fs::File::create(path).map_err(|e| io_fail(3, e))?;
+            let chunk = vec![0u8; 64 * 1024];
+            let mut written: u64 = 0;
+            while written < mib << 20 {
+                if let Err(e) = file.write_all(&chunk).and_then(|()| file.flush()) {
+                    eprintln!("after {} KiB:", written >> 10);
+                    return Err(io_fail(3, e));
+                }
+                written += chunk.len() as u64;
+            }
+            println!("filled {path} with {mib} MiB");
+            Ok(())
+        }
+        "symlink" => {
+            let (target, link) = (arg(0)?, arg(1)?);
+            symlink(target, link).map_err(|e| io_fail(3, e))?;
+            println!("linked {link} -> {target}");
+            Ok(())
+        }
         "recurse" => {
             let depth = recurse(0);
             // Only reached if the stack were infinite.
@@ -241,4 +263,19 @@ fn recurse(depth: u64) -> u64 {
     }
     let below = recurse(depth + 1);
     below.wrapping_add(u64::from(black_box(&frame)[0]))
+}
+
+/// symlink(2) from wasi-libc (std's WASI symlink is unstable).
+fn symlink(target: &str, link: &str) -> io::Result<()> {
+    extern "C" {
+        fn symlink(target: *const std::ffi::c_char, link: *const std::ffi::c_char) -> i32;
+    }
+    let target = std::ffi::CString::new(target).map_err(io::Error::other)?;
+    let link = std::ffi::CString::new(link).map_err(io::Error::other)?;
+    // SAFETY: two valid NUL-terminated strings.
+    if unsafe { symlink(target.as_ptr(), link.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
