@@ -136,6 +136,8 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 
 pub struct WasmShim<E> {
     namespace: String,
+    /// The ttrpc socket this server listens on (`unix:///run/containerd/s/...`).
+    socket: String,
     exit: Arc<ExitSignal>,
     engine: PhantomData<fn() -> E>,
 }
@@ -146,6 +148,7 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
     fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         WasmShim {
             namespace: args.namespace.clone(),
+            socket: args.socket.clone(),
             exit: Arc::default(),
             engine: PhantomData,
         }
@@ -195,6 +198,14 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
 
     fn wait(&mut self) {
         self.exit.wait();
+        // The framework removes the socket by reading `./address`, but containerd may already
+        // have deleted the bundle (our working directory) by now: remove it here.
+        let path = self.socket.strip_prefix("unix://").unwrap_or(&self.socket);
+        if !path.is_empty() {
+            if let Err(e) = std::fs::remove_file(path) {
+                log::debug!("removing {path}: {e}");
+            }
+        }
     }
 
     fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
