@@ -455,6 +455,7 @@ impl Ns {
             env: Vec::new(),
             cwd: None,
             mounts: Vec::new(),
+            flags: Vec::new(),
             args: Vec::new(),
             stdin: None,
             timeout: CTR_TIMEOUT,
@@ -550,12 +551,36 @@ pub struct Run<'a> {
     env: Vec<String>,
     cwd: Option<String>,
     mounts: Vec<String>,
+    /// Further `ctr run` flags, in order (`--annotation k=v`, `--memory-limit n`, ...).
+    flags: Vec<String>,
     args: Vec<String>,
     stdin: Option<Vec<u8>>,
     timeout: Duration,
 }
 
 impl Run<'_> {
+    /// `--annotation KEY=VALUE`.
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.flags
+            .extend(["--annotation".into(), format!("{key}={value}")]);
+        self
+    }
+
+    /// `--memory-limit BYTES` (linux.resources.memory.limit).
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.flags
+            .extend(["--memory-limit".into(), bytes.to_string()]);
+        self
+    }
+
+    /// `--mount type=tmpfs,...,dst=DST,options=size=SIZE`.
+    pub fn tmpfs(mut self, dst: &str, size: &str) -> Self {
+        self.mounts.push(format!(
+            "type=tmpfs,src=tmpfs,dst={dst},options=size={size}"
+        ));
+        self
+    }
+
     pub fn runtime(mut self, runtime: &str) -> Self {
         self.runtime = runtime.to_string();
         self
@@ -631,6 +656,7 @@ impl Run<'_> {
             a.push("--mount".into());
             a.push(m.clone());
         }
+        a.extend(self.flags.iter().cloned());
         a.push(self.ns.image(&self.image));
         a.push(id.to_string());
         a.extend(self.args.iter().cloned());
