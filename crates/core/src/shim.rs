@@ -167,18 +167,22 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
         // containerd runs `delete` in the bundle folder when the shim is gone.
         let bundle = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
         kill_orphan_instance(&bundle);
-        // tmpfs scratch folders first; a lazy unmount of the rootfs takes file binds with it.
-        let scratch = bundle.join("scratch");
-        let scratch_dirs = std::fs::read_dir(&scratch).into_iter().flatten().flatten();
-        for target in scratch_dirs
-            .map(|e| e.path())
-            .chain([bundle.join("rootfs")])
-        {
+        // Staged mounts and tmpfs scratch folders first; a lazy unmount of the rootfs takes
+        // file binds with it.
+        let staging = [bundle.join("mounts"), bundle.join("scratch")];
+        let staged = staging
+            .iter()
+            .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+            .map(|e| e.path());
+        let targets: Vec<PathBuf> = staged.chain([bundle.join("rootfs")]).collect();
+        for target in targets {
             if let Err(e) = crate::task::unmount_all(&target) {
                 log::warn!("{e}");
             }
         }
-        let _ = std::fs::remove_dir_all(&scratch);
+        for dir in staging {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         let _ = std::fs::remove_file(bundle.join(instance::CONFIG_FILE));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

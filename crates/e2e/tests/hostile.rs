@@ -18,6 +18,7 @@ probe_tests! {
     dotdot => dotdot_cannot_leave_the_rootfs;
     planted_symlink => symlinks_in_a_mount_cannot_leave_it;
     guest_symlink => guest_cannot_plant_an_escaping_symlink;
+    cross_preopen => renames_and_links_across_mounts_fail;
 }
 
 /// The shim and containerd still serve: hello runs in the same namespace.
@@ -203,6 +204,34 @@ fn guest_cannot_plant_an_escaping_symlink(probe: Probe) {
         std::fs::symlink_metadata(dir.path().join("evil")).is_err(),
         "the guest planted a link pointing at a host path"
     );
+    still_serving(&ns);
+}
+
+fn renames_and_links_across_mounts_fail(probe: Probe) {
+    // Two writable mounts of folders on the same host filesystem: moving or linking a file
+    // from one to the other would let it outlive the mount it was granted through.
+    let ns = probe.ns("cross-preopen");
+    let (a, b) = (host_dir("cross-a"), host_dir("cross-b"));
+    std::fs::write(a.path().join("f"), "kept").unwrap();
+    for op in ["rename", "link"] {
+        let out = ns
+            .run(probe.image())
+            .bind(a.path(), "/a", false)
+            .bind(b.path(), "/b", false)
+            .args(["/probe.wasm", op, "/a/f", "/b/f"])
+            .rm(op);
+        probe.assert_code(&out, 3);
+        assert!(!b.path().join("f").exists(), "{op} crossed mounts:\n{out}");
+        assert_eq!(std::fs::read_to_string(a.path().join("f")).unwrap(), "kept");
+    }
+    // Within one mount both work.
+    let out = ns
+        .run(probe.image())
+        .bind(a.path(), "/a", false)
+        .args(["/probe.wasm", "rename", "/a/f", "/a/g"])
+        .rm("rename-within");
+    out.assert_success();
+    assert!(a.path().join("g").exists(), "{out}");
     still_serving(&ns);
 }
 

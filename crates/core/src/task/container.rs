@@ -62,12 +62,12 @@ impl Container {
         }
         let t0 = Instant::now();
         let spec = crate::bundle::load_spec(req.bundle)?;
-        let policy = SandboxPolicy::from_spec(&spec, req.bundle, node, &probe_source)?;
+        let mut policy = SandboxPolicy::from_spec(&spec, req.bundle, node, &probe_source)?;
         let entry_function = SandboxPolicy::entry_function(&spec);
         let t_policy = t0.elapsed();
 
         let rootfs = Rootfs::mount(req.bundle, req.rootfs)?;
-        let sandbox_mounts = SandboxMounts::set_up(&policy)?;
+        let sandbox_mounts = SandboxMounts::set_up(&mut policy, req.bundle)?;
         let t1 = Instant::now();
         let source = ModuleSource::from_entrypoint(&policy)?;
         let t_source = t1.elapsed();
@@ -153,7 +153,9 @@ impl Container {
         let _ = std::fs::remove_file(self.bundle.join(instance::CONFIG_FILE));
         let _ = std::fs::remove_file(self.bundle.join(crate::shim::PID_FILE));
         let mounts = self.sandbox_mounts.tear_down();
-        let _ = std::fs::remove_dir_all(self.bundle.join("scratch"));
+        for staging in ["scratch", "mounts"] {
+            let _ = std::fs::remove_dir_all(self.bundle.join(staging));
+        }
         mounts.and(self.rootfs.unmount())
     }
 }

@@ -1,6 +1,8 @@
-//! Host-side filesystem set-up the policy asks for before the guest starts: size-bounded
-//! tmpfs scratch folders, and single files bound into the rootfs. Every mount made here is
-//! undone at delete (or when create fails).
+//! Host-side filesystem set-up the policy asks for before the guest starts: each folder mount
+//! bound at a staging folder of its own in the bundle (so that every preopen is a mount of
+//! its own: renames and hard links between preopens fail with `EXDEV`, and `ro` is enforced
+//! by the kernel too), size-bounded tmpfs scratch folders, and single files bound into the
+//! rootfs. Every mount made here is undone at delete (or when create fails).
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -31,8 +33,38 @@ pub struct SandboxMounts {
 }
 
 impl SandboxMounts {
-    pub fn set_up(policy: &SandboxPolicy) -> Result<Self> {
+    /// Make the mounts; the policy's folder preopens are pointed at their staging folders.
+    pub fn set_up(policy: &mut SandboxPolicy, bundle: &Path) -> Result<Self> {
         let mut mounts = SandboxMounts::default();
+        let scratch: Vec<PathBuf> = policy.scratch.iter().map(|s| s.host_path.clone()).collect();
+        for (index, preopen) in policy.preopens.iter_mut().enumerate().skip(1) {
+            if scratch.contains(&preopen.host_path) {
+                continue;
+            }
+            let staging = bundle.join("mounts").join(index.to_string());
+            std::fs::create_dir_all(&staging)
+                .io_context(|| format!("creating {}", staging.display()))?;
+            let rbind = MsFlags::MS_BIND | MsFlags::MS_REC;
+            mount(
+                Some(&preopen.host_path),
+                &staging,
+                None::<&str>,
+                rbind,
+                None::<&str>,
+            )
+            .io_context(|| {
+                format!(
+                    "binding {} for {}",
+                    preopen.host_path.display(),
+                    preopen.guest_path
+                )
+            })?;
+            mounts.mounted.push(staging.clone());
+            if preopen.access == Access::ReadOnly {
+                remount_read_only(&staging, &preopen.guest_path)?;
+            }
+            preopen.host_path = staging;
+        }
         for scratch in &policy.scratch {
             std::fs::create_dir_all(&scratch.host_path)
                 .io_context(|| format!("creating {}", scratch.host_path.display()))?;
@@ -60,9 +92,7 @@ impl SandboxMounts {
             .io_context(|| format!("binding {} onto {}", bind.source.display(), bind.guest_path))?;
             mounts.mounted.push(real_path.clone());
             if bind.access == Access::ReadOnly {
-                let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-                mount(None::<&str>, &real_path, None::<&str>, ro, None::<&str>)
-                    .io_context(|| format!("making {} read-only", bind.guest_path))?;
+                remount_read_only(&real_path, &bind.guest_path)?;
             }
         }
         Ok(mounts)
@@ -85,6 +115,12 @@ impl Drop for SandboxMounts {
             log::warn!("{e}");
         }
     }
+}
+
+fn remount_read_only(target: &Path, guest_path: &str) -> Result<()> {
+    let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    mount(None::<&str>, target, None::<&str>, ro, None::<&str>)
+        .io_context(|| format!("making {guest_path} read-only"))
 }
 
 /// The file inside the rootfs to bind onto, created (with its folders) if the image lacks

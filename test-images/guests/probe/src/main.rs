@@ -194,6 +194,18 @@ fn run(args: &[OsString]) -> Outcome {
             println!("filled {path} with {mib} MiB");
             Ok(())
         }
+        "rename" => {
+            let (from, to) = (arg(0)?, arg(1)?);
+            std::fs::rename(from, to).map_err(|e| io_fail(3, e))?;
+            println!("renamed {from} -> {to}");
+            Ok(())
+        }
+        "link" => {
+            let (from, to) = (arg(0)?, arg(1)?);
+            std::fs::hard_link(from, to).map_err(|e| io_fail(3, e))?;
+            println!("linked {to} => {from}");
+            Ok(())
+        }
         "symlink" => {
             let (target, link) = (arg(0)?, arg(1)?);
             symlink(target, link).map_err(|e| io_fail(3, e))?;
