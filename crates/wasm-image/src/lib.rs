@@ -21,7 +21,7 @@ use layout::{compat_image, layout_tar, rfc3339, wasm_image, ExecConfig, Image};
 
 /// Builds the image described by `args`; returns it and its layout tarball.
 pub fn build(args: &BuildArgs) -> Result<(Image, Vec<u8>)> {
-    let created = rfc3339(source_date_epoch()?);
+    let created = rfc3339(source_date_epoch()?)?;
     let image = match args.layout {
         Layout::Compat => {
             let layer = compat_layer(args)?;

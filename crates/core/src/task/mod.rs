@@ -118,6 +118,16 @@ impl TaskService {
     }
 }
 
+impl State {
+    fn container(&self, id: &str) -> TtrpcResult<&Container> {
+        self.containers.get(id).ok_or_else(|| not_found(id))
+    }
+
+    fn container_mut(&mut self, id: &str) -> TtrpcResult<&mut Container> {
+        self.containers.get_mut(id).ok_or_else(|| not_found(id))
+    }
+}
+
 fn record_exit(st: &mut State, pid: u32, exit: Exit, events: &events::Events) {
     let found = st
         .containers
@@ -264,10 +274,7 @@ impl containerd_shim::Task for TaskService {
     ) -> TtrpcResult<api::StartResponse> {
         reject_exec(&req.exec_id)?;
         let mut st = self.lock();
-        let c = st
-            .containers
-            .get_mut(&req.id)
-            .ok_or_else(|| not_found(&req.id))?;
+        let c = st.container_mut(&req.id)?;
         if c.status != Status::Created {
             return Err(status(
                 Code::FAILED_PRECONDITION,
@@ -298,10 +305,7 @@ impl containerd_shim::Task for TaskService {
     ) -> TtrpcResult<api::StateResponse> {
         reject_exec(&req.exec_id)?;
         let st = self.lock();
-        let c = st
-            .containers
-            .get(&req.id)
-            .ok_or_else(|| not_found(&req.id))?;
+        let c = st.container(&req.id)?;
         let mut resp = api::StateResponse {
             id: c.id.clone(),
             bundle: c.bundle.to_string_lossy().into_owned(),
@@ -345,10 +349,7 @@ impl containerd_shim::Task for TaskService {
     fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
         reject_exec(&req.exec_id)?;
         let st = self.lock();
-        let c = st
-            .containers
-            .get(&req.id)
-            .ok_or_else(|| not_found(&req.id))?;
+        let c = st.container(&req.id)?;
         if c.status == Status::Stopped {
             return Err(status(
                 Code::NOT_FOUND,
@@ -375,10 +376,7 @@ impl containerd_shim::Task for TaskService {
         reject_exec(&req.exec_id)?;
         let (lock, cvar) = &*self.state;
         let mut st = lock.lock().unwrap();
-        let c = st
-            .containers
-            .get(&req.id)
-            .ok_or_else(|| not_found(&req.id))?;
+        let c = st.container(&req.id)?;
         match c.status {
             Status::Running => {
                 return Err(status(
@@ -428,10 +426,7 @@ impl containerd_shim::Task for TaskService {
 
     fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
         let st = self.lock();
-        let c = st
-            .containers
-            .get(&req.id)
-            .ok_or_else(|| not_found(&req.id))?;
+        let c = st.container(&req.id)?;
         let mut resp = api::PidsResponse::default();
         if c.status != Status::Stopped {
             resp.processes
@@ -450,10 +445,7 @@ impl containerd_shim::Task for TaskService {
     ) -> TtrpcResult<api::StatsResponse> {
         let pid = {
             let st = self.lock();
-            let c = st
-                .containers
-                .get(&req.id)
-                .ok_or_else(|| not_found(&req.id))?;
+            let c = st.container(&req.id)?;
             if c.status == Status::Stopped {
                 return Err(status(
                     Code::NOT_FOUND,
@@ -480,10 +472,7 @@ impl containerd_shim::Task for TaskService {
         req: api::ConnectRequest,
     ) -> TtrpcResult<api::ConnectResponse> {
         let st = self.lock();
-        let c = st
-            .containers
-            .get(&req.id)
-            .ok_or_else(|| not_found(&req.id))?;
+        let c = st.container(&req.id)?;
         Ok(api::ConnectResponse {
             shim_pid: std::process::id(),
             task_pid: c.pid,
@@ -495,10 +484,7 @@ impl containerd_shim::Task for TaskService {
     fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
         reject_exec(&req.exec_id)?;
         let mut st = self.lock();
-        let c = st
-            .containers
-            .get_mut(&req.id)
-            .ok_or_else(|| not_found(&req.id))?;
+        let c = st.container_mut(&req.id)?;
         if req.stdin {
             c.close_stdin();
         }
