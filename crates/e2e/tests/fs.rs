@@ -19,18 +19,21 @@ fn cwd_is_the_spec_cwd(probe: Probe) {
         .cwd("/app")
         .args(["/probe.wasm", "cwd", "data.txt"])
         .rm("cwd");
-    if probe == Probe::P1 && out.lines().first() == Some(&"cwd=/") {
-        // Known limit (README, "Limits"): WASI preview 1 has no working
-        // directory and wasi-libc starts every program in `/`, so a preview 1
-        // guest cannot be started in process.cwd. Then the relative read must
-        // fail cleanly rather than find something else.
-        probe.assert_code(&out, 2);
-        assert!(out.stderr.contains("error:"), "{out}");
-        eprintln!("note: preview 1 guest runs in / despite --cwd /app (known limit)");
-        return;
+    match probe {
+        // The host passes process.cwd as wasi:cli/environment.initial-cwd.
+        Probe::P2 => {
+            out.assert_success();
+            assert_eq!(out.lines(), ["cwd=/app", "read=data-in-app"], "{out}");
+        }
+        // Known limit (README, "Limits"): WASI preview 1 has no working directory and
+        // wasi-libc starts every program in `/`; the relative read then fails cleanly
+        // instead of finding another file.
+        Probe::P1 => {
+            probe.assert_code(&out, 2);
+            assert_eq!(out.lines(), ["cwd=/"], "{out}");
+            assert!(out.stderr.contains("error:"), "{out}");
+        }
     }
-    out.assert_success();
-    assert_eq!(out.lines(), ["cwd=/app", "read=data-in-app"], "{out}");
 }
 
 fn relative_entrypoint_resolves_from_cwd(probe: Probe) {
