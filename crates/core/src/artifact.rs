@@ -5,6 +5,12 @@
 //! its checksum. The checksum is written first and the artifact renamed into place last, so an
 //! artifact without a matching checksum is never trusted: it is discarded and rebuilt. Builders
 //! of the same key serialise on `<key>.lock`, so concurrent first starts compile once.
+//!
+//! A node folder rather than containerd's content store: artifacts are per node (CPU
+//! features) and must never come from an image, and a folder works the same with every
+//! engine and containerd version. Its size is bounded: after each new entry the least
+//! recently used ones (a hit refreshes an entry's time) are removed until the total fits.
+//! A running instance keeps its mapped artifact even if it is evicted meanwhile.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -34,9 +40,17 @@ pub enum Outcome {
 
 pub struct ArtifactCache {
     dir: PathBuf,
+    max_bytes: Option<u64>,
 }
 
 impl ArtifactCache {
+    /// A cache that may hold at most `max_bytes` of artifacts (`None`: unbounded).
+    pub fn with_limit(dir: impl Into<PathBuf>, max_bytes: Option<u64>) -> Result<Self> {
+        let mut cache = Self::open(dir)?;
+        cache.max_bytes = max_bytes;
+        Ok(cache)
+    }
+
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         fs::DirBuilder::new()
@@ -44,7 +58,10 @@ impl ArtifactCache {
             .mode(0o700)
             .create(&dir)
             .io_context(|| format!("creating cache folder {}", dir.display()))?;
-        Ok(ArtifactCache { dir })
+        Ok(ArtifactCache {
+            dir,
+            max_bytes: None,
+        })
     }
 
     /// The key of a module: its digest plus everything about the engine that shapes the code.
@@ -73,10 +90,16 @@ impl ArtifactCache {
             Err(e) => return Err(Error::Cache(format!("reading {}: {e}", sum.display()))),
         };
         match sha256_file(&bin) {
-            Ok(actual) if actual == expected.trim() => Ok(Some(Artifact {
-                key: key.to_string(),
-                path: bin,
-            })),
+            Ok(actual) if actual == expected.trim() => {
+                // Recently used: eviction goes by this time.
+                if let Ok(f) = File::options().write(true).open(&bin) {
+                    let _ = f.set_modified(std::time::SystemTime::now());
+                }
+                Ok(Some(Artifact {
+                    key: key.to_string(),
+                    path: bin,
+                }))
+            }
             Ok(actual) => {
                 log::warn!(
                     "cache entry {key} is corrupt (sha256 {actual}, expected {}): discarding it",
@@ -131,6 +154,7 @@ impl ArtifactCache {
         }
         built?;
         drop(lock);
+        self.evict(key);
         Ok((
             Artifact {
                 key: key.to_string(),
@@ -138,6 +162,42 @@ impl ArtifactCache {
             },
             Outcome::Compiled,
         ))
+    }
+}
+
+impl ArtifactCache {
+    /// Remove least recently used artifacts (never `keep`) until the total fits the limit.
+    fn evict(&self, keep: &str) {
+        let Some(max) = self.max_bytes else { return };
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut artifacts: Vec<(std::time::SystemTime, u64, String)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let key = name.strip_suffix(".bin")?.to_string();
+                let meta = e.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), key))
+            })
+            .collect();
+        let mut total: u64 = artifacts.iter().map(|(_, len, _)| len).sum();
+        artifacts.sort();
+        for (_, len, key) in artifacts {
+            if total <= max {
+                break;
+            }
+            if key == keep {
+                continue;
+            }
+            let (bin, sum) = self.paths(&key);
+            if fs::remove_file(&bin).is_ok() {
+                let _ = fs::remove_file(&sum);
+                let _ = fs::remove_file(self.dir.join(format!("{key}.lock")));
+                total -= len;
+                log::info!("cache: evicted {key} ({len} bytes) to stay within {max} bytes");
+            }
+        }
     }
 }
 
@@ -236,6 +296,45 @@ mod tests {
             .filter(|n| !n.ends_with(".lock"))
             .collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn least_recently_used_entries_are_evicted_past_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::with_limit(dir.path(), Some(10)).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        cache.get_or_build("a", build_with(b"aaaa")).unwrap();
+        cache.get_or_build("b", build_with(b"bbbb")).unwrap();
+        for key in ["a", "b"] {
+            let f = File::options()
+                .write(true)
+                .open(dir.path().join(format!("{key}.bin")))
+                .unwrap();
+            f.set_modified(old).unwrap();
+        }
+        // A hit makes `a` the most recently used; `c` then pushes the total to 12 bytes.
+        assert_eq!(
+            cache.get_or_build("a", |_| panic!("cached")).unwrap().1,
+            Outcome::Hit
+        );
+        cache.get_or_build("c", build_with(b"cccc")).unwrap();
+        assert!(
+            cache.lookup("b").unwrap().is_none(),
+            "b was the least recently used"
+        );
+        assert!(cache.lookup("a").unwrap().is_some());
+        assert!(cache.lookup("c").unwrap().is_some());
+        assert!(!dir.path().join("b.sha256").exists());
+    }
+
+    #[test]
+    fn an_artifact_larger_than_the_limit_is_still_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::with_limit(dir.path(), Some(2)).unwrap();
+        let (a, _) = cache
+            .get_or_build("big", build_with(b"0123456789"))
+            .unwrap();
+        assert!(a.path.exists(), "the entry just built is never evicted");
     }
 
     #[test]

@@ -7,6 +7,9 @@ use std::time::Duration;
 /// Where compiled artifacts are kept on this node.
 pub const CACHE_DIR_ENV: &str = "WASM_SHIM_CACHE_DIR";
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/containerd-shim-wasm/cache";
+/// Bytes of compiled artifacts the node cache may hold before evicting the least recently used.
+pub const CACHE_MAX_BYTES_ENV: &str = "WASM_SHIM_CACHE_MAX_BYTES";
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 2 << 30;
 /// Log level of the shim and its instance processes (`error` .. `trace`).
 pub const LOG_LEVEL_ENV: &str = "WASM_SHIM_LOG";
 /// Memory limit in bytes for containers whose spec sets none (`0`: unlimited).
@@ -25,6 +28,7 @@ pub const MAX_OPEN_FILES: u64 = 1024;
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub cache_dir: PathBuf,
+    pub cache_max_bytes: u64,
     pub log_level: log::LevelFilter,
     pub default_memory_limit: Option<u64>,
     pub default_time_limit: Option<Duration>,
@@ -42,6 +46,7 @@ impl NodeConfig {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR)),
+            cache_max_bytes: env_u64(CACHE_MAX_BYTES_ENV).unwrap_or(DEFAULT_CACHE_MAX_BYTES),
             log_level: std::env::var(LOG_LEVEL_ENV)
                 .ok()
                 .and_then(|l| l.parse().ok())
@@ -77,6 +82,7 @@ impl NodeConfig {
     pub fn for_tests() -> Self {
         NodeConfig {
             cache_dir: PathBuf::from(DEFAULT_CACHE_DIR),
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
             log_level: log::LevelFilter::Info,
             default_memory_limit: Some(DEFAULT_MEMORY_LIMIT),
             default_time_limit: None,

@@ -93,7 +93,7 @@ fn precompile_cli<E: Engine>(node: &NodeConfig, files: &[String]) -> i32 {
     }
     let run = || -> anyhow::Result<()> {
         let engine = E::new()?;
-        let cache = ArtifactCache::open(&node.cache_dir)?;
+        let cache = ArtifactCache::with_limit(&node.cache_dir, Some(node.cache_max_bytes))?;
         for file in files {
             let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("reading {file}: {e}"))?;
             let source = ModuleSource::from_bytes(file.clone(), bytes)?;
@@ -214,13 +214,18 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
 
     fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
         let node = NodeConfig::from_env().keep_for_instances(E::NODE_ENV);
-        let (cache_dir, node_env) = (node.cache_dir.clone(), node.instance_env.clone());
+        let (cache_dir, cache_max, node_env) = (
+            node.cache_dir.clone(),
+            node.cache_max_bytes,
+            node.instance_env.clone(),
+        );
         TaskService::new(
             publisher,
             self.namespace.clone(),
             Box::new(move || {
                 let engine = E::new().map_err(crate::Error::Engine)?;
-                Compiler::new(engine.fingerprint(), cache_dir.clone(), node_env.clone())
+                let cache = ArtifactCache::with_limit(&cache_dir, Some(cache_max))?;
+                Compiler::new(engine.fingerprint(), cache, node_env.clone())
             }),
             node,
             self.exit.clone(),

@@ -3,7 +3,7 @@
 //! cannot bloat or crash the long-lived shim.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use containerd_shim::monitor::{monitor_subscribe, wait_pid, Topic};
@@ -25,12 +25,12 @@ pub struct Compiler {
 impl Compiler {
     pub fn new(
         fingerprint: String,
-        cache_dir: PathBuf,
+        cache: ArtifactCache,
         node_env: Vec<(String, String)>,
     ) -> Result<Self> {
         Ok(Compiler {
             fingerprint,
-            cache: ArtifactCache::open(cache_dir)?,
+            cache,
             node_env,
         })
     }
