@@ -1,26 +1,42 @@
 //! Task events to containerd, forwarded in order by one thread so that a slow containerd never
-//! blocks a task request.
+//! blocks a task request. Shutdown flushes the queue first: a shim that exits with an event in
+//! flight loses it and leaves containerd a half-read request.
 
 use std::sync::mpsc::{channel, Sender};
+use std::time::Duration;
 
 use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::Context;
 
+enum Message {
+    Event(&'static str, Box<dyn MessageDyn>),
+    /// Answered once every event queued before it has been forwarded.
+    Flush(Sender<()>),
+}
+
 pub struct Events {
-    tx: Sender<(&'static str, Box<dyn MessageDyn>)>,
+    tx: Sender<Message>,
 }
 
 impl Events {
     pub fn new(publisher: RemotePublisher, namespace: String) -> Self {
-        let (tx, rx) = channel::<(&'static str, Box<dyn MessageDyn>)>();
+        let (tx, rx) = channel::<Message>();
         std::thread::Builder::new()
             .name("events".into())
             .spawn(move || {
-                for (topic, event) in rx {
-                    if let Err(e) = publisher.publish(Context::default(), topic, &namespace, event)
-                    {
-                        log::warn!("publishing {topic}: {e}");
+                for message in rx {
+                    match message {
+                        Message::Event(topic, event) => {
+                            if let Err(e) =
+                                publisher.publish(Context::default(), topic, &namespace, event)
+                            {
+                                log::warn!("publishing {topic}: {e}");
+                            }
+                        }
+                        Message::Flush(done) => {
+                            let _ = done.send(());
+                        }
                     }
                 }
             })
@@ -29,6 +45,14 @@ impl Events {
     }
 
     pub fn send(&self, topic: &'static str, event: impl MessageDyn + 'static) {
-        let _ = self.tx.send((topic, Box::new(event)));
+        let _ = self.tx.send(Message::Event(topic, Box::new(event)));
+    }
+
+    /// Wait until the events queued so far have been forwarded (or `timeout` passed).
+    pub fn flush(&self, timeout: Duration) {
+        let (done_tx, done_rx) = channel();
+        if self.tx.send(Message::Flush(done_tx)).is_ok() && done_rx.recv_timeout(timeout).is_err() {
+            log::warn!("events not forwarded within {timeout:?}");
+        }
     }
 }

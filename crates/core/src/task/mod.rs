@@ -494,6 +494,7 @@ impl containerd_shim::Task for TaskService {
     fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
         if self.lock().containers.is_empty() {
             log::info!("no containers left: shutting down");
+            self.events.flush(Duration::from_secs(5));
             self.exit_signal.signal();
         }
         Ok(api::Empty::default())
