@@ -4,16 +4,23 @@
 #
 #   ctd_start [DIR]   start a containerd whose root, state, sockets and log all
 #                     live under DIR (default: a new mktemp -d folder under /tmp),
-#                     wait until it answers, export CONTAINERD_ADDRESS and
-#                     CTD_DIR, and install an EXIT trap that calls ctd_stop.
+#                     wait until it answers, export CONTAINERD_ADDRESS, CTD_DIR
+#                     and CTD_VERSION (containerd's version, e.g. 1.6.20 or
+#                     2.1.9), and install an EXIT trap that calls ctd_stop.
 #   ctd_stop          kill every task and container it holds, stop containerd,
 #                     kill leftover shims, unmount everything under DIR and
 #                     remove DIR. Safe to call more than once.
 #   ctd_ctr ARGS...   run ctr against the private containerd.
 #
 # Environment:
-#   CONTAINERD_BIN    containerd binary to run (default: containerd from PATH)
-#   CTR_BIN           ctr binary (default: ctr from PATH)
+#   CONTAINERD_BIN    containerd binary to run (default: containerd from PATH);
+#                     1.6, 1.7 and 2.x are supported (config version 2 for 1.x,
+#                     3 for 2.x). If its folder is not in PATH (e.g. a copy from
+#                     scripts/fetch-containerd), it is put in containerd's PATH
+#                     right after SHIM_DIR, so that the containerd-shim-runc-v2
+#                     beside it is the one used.
+#   CTR_BIN           ctr binary (default: ctr from PATH); use the ctr of the
+#                     same release as CONTAINERD_BIN
 #   SHIM_DIR          folder put first in containerd's PATH so that it finds
 #                     containerd-shim-wasmtime-v1 (default: <repo>/target/release)
 #   CTD_LOG_LEVEL     containerd log level (default: info; e.g. debug)
@@ -66,14 +73,43 @@ ctd_start() {
         ctd_log "note: $shim_dir/containerd-shim-wasmtime-v1 does not exist (yet); wasm runs will fail until it is built"
     fi
 
+    # "containerd github.com/containerd/containerd[/v2] 1.7.24~ds1 <revision>"
+    local version
+    version="$("$bin_path" --version 2>/dev/null | awk '{print $3}')"
+    version="${version#v}"
+    version="${version%%[~+-]*}"
+    if [[ ! "$version" =~ ^[0-9]+\.[0-9]+ ]]; then
+        ctd_log "cannot tell the version of $bin_path from: $("$bin_path" --version 2>&1)"
+        return 1
+    fi
+    local major="${version%%.*}"
+    local bin_dir path_extra=""
+    bin_dir="$(dirname "$bin_path")"
+    if [[ ":$PATH:" != *":$bin_dir:"* ]]; then
+        path_extra="$bin_dir:"
+    fi
+
     local level="${CTD_LOG_LEVEL:-info}"
-    local disabled='disabled_plugins = ["io.containerd.grpc.v1.cri"]'
+    # containerd 2.x splits CRI into three plugins (and reads config version 3).
+    local cri='"io.containerd.grpc.v1.cri"' config_version=2
+    if ((major >= 2)); then
+        cri='"io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.grpc.v1.cri"'
+        config_version=3
+    fi
+    local disabled="disabled_plugins = [$cri]"
     if [[ "${CTD_ENABLE_CRI:-0}" == 1 ]]; then
         disabled='disabled_plugins = []'
     fi
+    # NRI (1.7 and later; on by default in 2.x) would listen on the global
+    # /var/run/nri/nri.sock.
+    local nri=""
+    if [[ "$version" != 1.[0-6].* ]]; then
+        nri='  [plugins."io.containerd.nri.v1.nri"]
+    disable = true'
+    fi
     mkdir -p "$dir/root" "$dir/state" "$dir/opt" "$dir/fifo"
     cat >"$dir/config.toml" <<TOML
-version = 2
+version = $config_version
 root = "$dir/root"
 state = "$dir/state"
 $disabled
@@ -94,18 +130,19 @@ $disabled
 [plugins]
   [plugins."io.containerd.internal.v1.opt"]
     path = "$dir/opt"
+$nri
 TOML
 
-    ctd_log "starting $bin_path ($("$bin_path" --version 2>/dev/null | awk '{print $3}'))"
+    ctd_log "starting $bin_path ($("$bin_path" --version 2>/dev/null | awk '{print $3}'), config version $config_version)"
     ctd_log "  dir:      $dir"
     ctd_log "  socket:   $sock"
     ctd_log "  shim dir: $shim_dir (first in containerd's PATH)"
     ctd_log "  log:      $dir/containerd.log"
-    PATH="$shim_dir:$PATH" "$bin_path" --config "$dir/config.toml" >>"$dir/containerd.log" 2>&1 &
+    PATH="$shim_dir:$path_extra$PATH" "$bin_path" --config "$dir/config.toml" >>"$dir/containerd.log" 2>&1 &
     local pid=$!
     echo "$pid" >"$dir/containerd.pid"
 
-    export CTD_DIR="$dir" CTD_PID="$pid" CONTAINERD_ADDRESS="$sock"
+    export CTD_DIR="$dir" CTD_PID="$pid" CONTAINERD_ADDRESS="$sock" CTD_VERSION="$version"
     # Stop it whatever way the caller's shell ends; chain an EXIT trap already set.
     local prev
     prev="$(trap -p EXIT | sed -e "s/^trap -- '//" -e "s/' EXIT\$//")"
@@ -271,7 +308,7 @@ ctd_stop() {
     done
 
     rm -rf "$dir" || ctd_log "could not remove $dir"
-    unset CTD_DIR CTD_PID CONTAINERD_ADDRESS
+    unset CTD_DIR CTD_PID CONTAINERD_ADDRESS CTD_VERSION
     ctd_log "stopped"
     ((errexit)) && set -e
     return 0
