@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use e2e::{config, mounts_mentioning, processes_mentioning, Ns};
+use e2e::{config, eventually, mounts_mentioning, processes_mentioning, Ns};
 
 /// What a container could leak, counted on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +55,13 @@ fn a_thousand_containers_leave_nothing_behind() {
     let ns = Ns::new("soak");
     // One run first, so that the image is imported and the artifact cached.
     ns.run("hello").rm("warm").assert_success();
+    // Count from rest: the warm-up container's shim may still be exiting.
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || footprint(&ns)
+            .shim_processes
+            == 0),
+        "the warm-up container's shim did not exit"
+    );
     let before = footprint(&ns);
     let t0 = std::time::Instant::now();
     for i in 0..count {
