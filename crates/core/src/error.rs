@@ -25,6 +25,10 @@ pub enum Error {
     #[error("{0:#}")]
     Engine(anyhow::Error),
 
+    /// The container's cgroup could not be created, joined, read or removed.
+    #[error("{0}")]
+    Cgroup(String),
+
     /// The node's artifact cache could not be used.
     #[error("artifact cache: {0}")]
     Cache(String),

@@ -5,7 +5,8 @@
 //! 2. [`policy`]: the sandbox policy derived from its spec alone (preopens, env, args, cwd);
 //! 3. [`source`]: the module the entrypoint names, read through the policy;
 //! 4. [`artifact`]: native code compiled once per node and cached;
-//! 5. [`instance`]: a process that loads the artifact and runs the guest under the policy.
+//! 5. [`instance`]: a process that enters the container's [`placement`] (cgroup, network
+//!    namespace), loads the artifact and runs the guest under the policy.
 //!
 //! [`task`] is the containerd runtime v2 task service that drives these steps; [`engine`] is
 //! all an engine implements; [`shim`] is the binary's entry point.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod instance;
+pub mod placement;
 pub mod policy;
 pub mod shim;
 mod shim_log;

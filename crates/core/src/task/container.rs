@@ -15,6 +15,7 @@ use crate::artifact::Outcome;
 use crate::config::NodeConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::instance::{self, InstanceConfig};
+use crate::placement::{CgroupPlacement, ContainerCgroup, Placement};
 use crate::policy::SandboxPolicy;
 use crate::source::ModuleSource;
 use crate::task::compile::Compiler;
@@ -35,6 +36,8 @@ pub struct Container {
     pub stdio: StdioPaths,
     pub pid: u32,
     pub status: Status,
+    /// The cgroup the instance process joins, if the spec names one.
+    pub cgroup: Option<CgroupPlacement>,
     start_pipe: Option<File>,
     stdin_feeder: Option<StdinFeeder>,
     // Dropped (unmounted) before the rootfs they may sit in.
@@ -64,6 +67,7 @@ impl Container {
         let spec = crate::bundle::load_spec(req.bundle)?;
         let mut policy = SandboxPolicy::from_spec(&spec, req.bundle, node, &probe_source)?;
         let entry_function = SandboxPolicy::entry_function(&spec);
+        let placement = Placement::from_spec(&spec)?;
         let t_policy = t0.elapsed();
 
         let rootfs = Rootfs::mount(req.bundle, req.rootfs)?;
@@ -93,6 +97,7 @@ impl Container {
         let config = InstanceConfig {
             id: req.id.to_string(),
             policy,
+            placement: placement.clone(),
             artifact: artifact.path,
             kind: source.kind,
             entry_function,
@@ -107,7 +112,17 @@ impl Container {
         let mut stdio = Stdio::open(&req.stdio)?;
         let stdin_feeder = stdio.stdin_feeder.take();
         let t3 = Instant::now();
-        let (pid, start_pipe) = spawn_instance(req.bundle, stdio, &node.instance_env)?;
+        let (pid, start_pipe) =
+            spawn_instance(req.bundle, stdio, &node.instance_env).inspect_err(|_| {
+                // The instance may have made its cgroup before it failed.
+                if let Some(Err(e)) = placement
+                    .cgroup
+                    .as_ref()
+                    .map(|cg| ContainerCgroup::open(cg, req.id).and_then(|c| c.remove()))
+                {
+                    log::warn!("{}: {e}", req.id);
+                }
+            })?;
         let pid_file = req.bundle.join(crate::shim::PID_FILE);
         std::fs::write(&pid_file, pid.to_string())
             .io_context(|| format!("writing {}", pid_file.display()))?;
@@ -122,6 +137,7 @@ impl Container {
             stdio: req.stdio,
             pid,
             status: Status::Created,
+            cgroup: placement.cgroup,
             start_pipe: Some(start_pipe),
             stdin_feeder,
             sandbox_mounts,
@@ -140,6 +156,14 @@ impl Container {
         Ok(())
     }
 
+    /// The container's cgroup, for statistics and updates.
+    pub fn open_cgroup(&self) -> Result<Option<ContainerCgroup>> {
+        self.cgroup
+            .as_ref()
+            .map(|cg| ContainerCgroup::open(cg, &self.id))
+            .transpose()
+    }
+
     pub fn close_stdin(&mut self) {
         if let Some(feeder) = self.stdin_feeder.as_mut() {
             feeder.close();
@@ -156,7 +180,12 @@ impl Container {
         for staging in ["scratch", "mounts"] {
             let _ = std::fs::remove_dir_all(self.bundle.join(staging));
         }
-        mounts.and(self.rootfs.unmount())
+        let cgroup = match self.open_cgroup() {
+            Ok(Some(cg)) => cg.remove(),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        mounts.and(self.rootfs.unmount()).and(cgroup)
     }
 }
 

@@ -198,7 +198,7 @@ fn reject_exec(exec_id: &str) -> TtrpcResult<()> {
 impl From<Error> for ttrpc::Error {
     fn from(e: Error) -> Self {
         let code = match &e {
-            Error::Io { .. } | Error::Cache(_) => Code::INTERNAL,
+            Error::Io { .. } | Error::Cache(_) | Error::Cgroup(_) => Code::INTERNAL,
             _ => Code::INVALID_ARGUMENT,
         };
         status(code, e.to_string())
@@ -425,17 +425,28 @@ impl containerd_shim::Task for TaskService {
     }
 
     fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
-        let st = self.lock();
-        let c = st.container(&req.id)?;
-        let mut resp = api::PidsResponse::default();
-        if c.status != Status::Stopped {
-            resp.processes
-                .push(containerd_shim::protos::types::task::ProcessInfo {
-                    pid: c.pid,
+        let (pid, status, cgroup) = {
+            let st = self.lock();
+            let c = st.container(&req.id)?;
+            (c.pid, c.status, c.open_cgroup())
+        };
+        // The cgroup's members when there is one (containerd 1.7+ asks after a restart, and
+        // CRI's PodSandboxStats counts them); else the instance process while it lives.
+        let pids = match cgroup? {
+            Some(cg) if status != Status::Stopped => cg.pids()?,
+            _ if status != Status::Stopped => vec![pid],
+            _ => Vec::new(),
+        };
+        Ok(api::PidsResponse {
+            processes: pids
+                .into_iter()
+                .map(|pid| containerd_shim::protos::types::task::ProcessInfo {
+                    pid,
                     ..Default::default()
-                });
-        }
-        Ok(resp)
+                })
+                .collect(),
+            ..Default::default()
+        })
     }
 
     fn stats(
@@ -443,7 +454,7 @@ impl containerd_shim::Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StatsRequest,
     ) -> TtrpcResult<api::StatsResponse> {
-        let pid = {
+        let (pid, cgroup) = {
             let st = self.lock();
             let c = st.container(&req.id)?;
             if c.status == Status::Stopped {
@@ -452,9 +463,12 @@ impl containerd_shim::Task for TaskService {
                     format!("container {}: process already finished", req.id),
                 ));
             }
-            c.pid
+            (c.pid, c.open_cgroup())
         };
-        let metrics = metrics::read(pid)?;
+        let metrics = match cgroup? {
+            Some(cg) => metrics::from_cgroup(&cg.stats()?),
+            None => metrics::from_proc(pid)?,
+        };
         let mut any = Any::new();
         any.type_url = "io.containerd.cgroups.v1.Metrics".into();
         any.value = metrics
@@ -528,7 +542,34 @@ impl containerd_shim::Task for TaskService {
         Err(unimplemented("checkpoint"))
     }
 
-    fn update(&self, _ctx: &TtrpcContext, _req: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
-        Err(unimplemented("updating resources"))
+    /// New cgroup limits (CRI's UpdateContainerResources). The engine's linear-memory cap was
+    /// fixed when the instance was prepared: a lower memory limit is then enforced by the
+    /// kernel alone (the cgroup's OOM killer), a higher one does not raise the cap.
+    fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
+        let resources: oci_spec::runtime::LinuxResources = match req.resources.as_ref() {
+            Some(any) => serde_json::from_slice(&any.value).map_err(|e| {
+                status(
+                    Code::INVALID_ARGUMENT,
+                    format!("resources of {}: not OCI LinuxResources JSON: {e}", req.id),
+                )
+            })?,
+            None => return Ok(api::Empty::new()),
+        };
+        let cgroup = {
+            let st = self.lock();
+            st.container(&req.id)?.open_cgroup()?
+        };
+        let Some(cgroup) = cgroup else {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!(
+                    "container {} has no cgroup (linux.cgroupsPath) to update",
+                    req.id
+                ),
+            ));
+        };
+        cgroup.apply(&resources)?;
+        log::info!("{}: resources updated", req.id);
+        Ok(api::Empty::new())
     }
 }
