@@ -267,9 +267,12 @@ pub fn component_layer_image(
             created,
             platform: &platform,
             config: &exec,
+            // No diff ids: containerd 1.7 and later unpack only tar layers and match them
+            // against the diff ids ("mismatched image rootfs and manifest layers" otherwise),
+            // so the rootfs is empty and the module stays a blob of the content store.
             rootfs: RootFs {
                 kind: "layers",
-                diff_ids: vec![layer.descriptor.digest.clone()],
+                diff_ids: Vec::new(),
             },
         },
     )?;
