@@ -104,7 +104,7 @@ fn host_arch() -> &'static str {
 }
 
 /// From an index, the manifest to read: a wasi/wasm one first, else linux/<this host>.
-pub(crate) fn pick_manifest<'a>(manifests: &'a [Descriptor]) -> Option<&'a Descriptor> {
+pub(crate) fn pick_manifest(manifests: &[Descriptor]) -> Option<&Descriptor> {
     let wasm = manifests.iter().find(|m| {
         m.platform
             .as_ref()
