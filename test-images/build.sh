@@ -6,7 +6,8 @@
 # Output, all under test-images/out/ (gitignored):
 #   modules/*.wasm   the raw modules (hello, probe-p1, probe-p2, c-hello and
 #                    the bad ones), for tests that do not go through images
-#   *.tar            OCI image-layout tarballs, one per image (see below)
+#   *.tar            OCI image-layout tarballs, one per image (see below), among
+#                    them Wasm OCI images whose module is a layer of its own
 #
 # Needs: rustup targets wasm32-wasip1 and wasm32-wasip2; clang, lld, wasi-libc
 # and libclang-rt-dev-wasm32 (Debian) for the C guest; busybox-static for the
@@ -155,6 +156,23 @@ if [[ "${BUILD_BIG:-0}" == 1 ]]; then
     image big localhost/test/big:latest \
         --file "$modules/big.wasm:/big.wasm:0755" --entrypoint /big.wasm
 fi
+
+# Wasm OCI images: no filesystem layer, the module is a layer of its own that the shim reads
+# from containerd's content store (containerd 1.7 and later; crates/e2e/tests/oci.rs).
+# component-layer: an image config (os wasip1/wasip2, arch wasm), so `ctr run` can start it.
+# wasm: the CNCF Wasm OCI artifact, whose config is not an image config: CRI only.
+wasm_layout() {
+    local stem="$1" ref="$2"
+    shift 2
+    "$wasm_image" build --name "$ref" --out "$out/$stem.tar" "$@" >/dev/null
+    built+=("$(printf '%-34s %-16s %s' "$ref" "$stem.tar" "$(stat -c %s "$out/$stem.tar") bytes")")
+}
+wasm_layout hello-layer localhost/test/hello-layer:latest \
+    --layout component-layer --module "$modules/hello.wasm"
+wasm_layout probe-p2-layer localhost/test/probe-p2-layer:latest \
+    --layout component-layer --module "$modules/probe-p2.wasm" --title probe.wasm
+wasm_layout hello-artifact localhost/test/hello-artifact:latest \
+    --layout wasm --module "$modules/hello.wasm"
 
 busybox="${BUSYBOX:-/bin/busybox}"
 [[ -x "$busybox" ]] || die "$busybox not found: apt-get install busybox-static"

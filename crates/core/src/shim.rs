@@ -16,6 +16,7 @@ use containerd_shim::{Config, ExitSignal, Flags, StartOpts};
 use crate::artifact::{ArtifactCache, Outcome};
 use crate::config::NodeConfig;
 use crate::engine::Engine;
+use crate::image_layers::Containerd;
 use crate::source::ModuleSource;
 use crate::task::{compile, Compiler, TaskService};
 use crate::{instance, shim_log};
@@ -136,6 +137,8 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 
 pub struct WasmShim<E> {
     namespace: String,
+    /// containerd's gRPC socket, for reading Wasm layers from its content store.
+    address: String,
     /// The ttrpc socket this server listens on (`unix:///run/containerd/s/...`).
     socket: String,
     exit: Arc<ExitSignal>,
@@ -148,6 +151,7 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
     fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         WasmShim {
             namespace: args.namespace.clone(),
+            address: args.address.clone(),
             socket: args.socket.clone(),
             exit: Arc::default(),
             engine: PhantomData,
@@ -221,7 +225,10 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
         );
         TaskService::new(
             publisher,
-            self.namespace.clone(),
+            Containerd {
+                address: self.address.clone(),
+                namespace: self.namespace.clone(),
+            },
             Box::new(move || {
                 let engine = E::new().map_err(crate::Error::Engine)?;
                 let cache = ArtifactCache::with_limit(&cache_dir, Some(cache_max))?;

@@ -14,6 +14,7 @@ use nix::fcntl::OFlag;
 use crate::artifact::Outcome;
 use crate::config::NodeConfig;
 use crate::error::{Error, IoContext, Result};
+use crate::image_layers::Containerd;
 use crate::instance::{self, InstanceConfig};
 use crate::placement::{CgroupPlacement, ContainerCgroup, Placement};
 use crate::policy::SandboxPolicy;
@@ -52,6 +53,8 @@ pub struct CreateRequest<'a> {
     pub rootfs: &'a [Mount],
     pub stdio: StdioPaths,
     pub terminal: bool,
+    /// containerd's API, for modules carried as image layers.
+    pub containerd: &'a Containerd,
 }
 
 impl Container {
@@ -73,7 +76,7 @@ impl Container {
         let rootfs = Rootfs::mount(req.bundle, req.rootfs)?;
         let sandbox_mounts = SandboxMounts::set_up(&mut policy, req.bundle)?;
         let t1 = Instant::now();
-        let source = ModuleSource::from_entrypoint(&policy)?;
+        let source = module_source(&req, &policy)?;
         let t_source = t1.elapsed();
         let t2 = Instant::now();
         let (artifact, outcome) = compiler.artifact_for(&source)?;
@@ -186,6 +189,42 @@ impl Container {
             Err(e) => Err(e),
         };
         mounts.and(self.rootfs.unmount()).and(cgroup)
+    }
+}
+
+/// The module the entrypoint names: a file of the rootfs, or else (a Wasm OCI image, whose
+/// module containerd does not unpack) the Wasm layer of the container's image. Only the
+/// second asks containerd anything, so compat images pay nothing for it.
+fn module_source(req: &CreateRequest<'_>, policy: &SandboxPolicy) -> Result<ModuleSource> {
+    let missing = match ModuleSource::from_entrypoint(policy) {
+        Err(Error::Entrypoint { path, reason }) if reason == crate::source::NO_SUCH_FILE => path,
+        other => return other,
+    };
+    let arg0 = &policy.args[0];
+    match req.containerd.layer_module(req.id, arg0) {
+        Ok(layer) => {
+            log::info!(
+                "{}: {arg0} is not in the rootfs: layer {} ({}, {} bytes) of image {} \
+                 from containerd's content store in {} us (connect {} us)",
+                req.id,
+                layer.source.digest,
+                layer.media_type,
+                layer.source.bytes.len(),
+                layer.image,
+                layer.total.as_micros(),
+                layer.connect.as_micros()
+            );
+            Ok(layer.source)
+        }
+        // Neither a file nor a layer: say both, the file first (the usual mistake).
+        Err(e @ (Error::Image { .. } | Error::Containerd { .. })) => Err(Error::Entrypoint {
+            path: missing,
+            reason: format!(
+                "{}, and it is not a Wasm layer of the image either: {e}",
+                crate::source::NO_SUCH_FILE
+            ),
+        }),
+        Err(e) => Err(e),
     }
 }
 

@@ -29,6 +29,7 @@ use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
 
 use crate::config::NodeConfig;
 use crate::error::Error;
+use crate::image_layers::Containerd;
 use container::{Container, CreateRequest, Status, REAP_TIMEOUT};
 use stdio::StdioPaths;
 
@@ -61,19 +62,21 @@ pub struct TaskService {
     make_compiler: CompilerFactory,
     node: NodeConfig,
     exit_signal: Arc<ExitSignal>,
+    containerd: Containerd,
 }
 
 impl TaskService {
     pub fn new(
         publisher: RemotePublisher,
-        namespace: String,
+        containerd: Containerd,
         make_compiler: CompilerFactory,
         node: NodeConfig,
         exit_signal: Arc<ExitSignal>,
     ) -> Self {
         let service = TaskService {
             state: Arc::default(),
-            events: Arc::new(events::Events::new(publisher, namespace)),
+            events: Arc::new(events::Events::new(publisher, containerd.namespace.clone())),
+            containerd,
             compiler: OnceLock::new(),
             make_compiler,
             node,
@@ -230,6 +233,7 @@ impl containerd_shim::Task for TaskService {
                 rootfs: &req.rootfs,
                 stdio,
                 terminal: req.terminal,
+                containerd: &self.containerd,
             },
             self.compiler()?,
             &self.node,
