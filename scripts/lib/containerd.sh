@@ -10,6 +10,12 @@
 #   ctd_stop          kill every task and container it holds, stop containerd,
 #                     kill leftover shims, unmount everything under DIR and
 #                     remove DIR. Safe to call more than once.
+#   ctd_restart       stop the private containerd (SIGTERM, as a service
+#                     manager would; its shims and containers keep running)
+#                     and start it again with the same configuration, e.g. to
+#                     check that running containers survive a restart. Needs
+#                     only CTD_DIR (it can run in another process than
+#                     ctd_start's); the new pid goes to CTD_DIR/containerd.pid.
 #   ctd_ctr ARGS...   run ctr against the private containerd.
 #
 # Environment:
@@ -174,6 +180,8 @@ TOML
     ctd_log "  socket:   $sock"
     ctd_log "  shim dir: $shim_dir (first in containerd's PATH)"
     ctd_log "  log:      $dir/containerd.log"
+    # What ctd_restart needs to start it again.
+    printf '%s\n%s\n' "$bin_path" "$shim_dir:$path_extra$PATH" >"$dir/containerd.cmd"
     PATH="$shim_dir:$path_extra$PATH" "$bin_path" --config "$dir/config.toml" >>"$dir/containerd.log" 2>&1 &
     local pid=$!
     echo "$pid" >"$dir/containerd.pid"
@@ -385,6 +393,46 @@ ctd__cri_cleanup() {
     unset CTD_CNI_NETWORK CTD_CNI_BRIDGE CTD_CNI_SUBNET CTD_CNI_DATA_DIR CTD_CGROUP_PARENT
 }
 
+ctd_restart() {
+    local dir="${CTD_DIR:?ctd_start first}"
+    local pid bin path
+    pid="$(cat "$dir/containerd.pid" 2>/dev/null)"
+    { read -r bin && read -r path; } <"$dir/containerd.cmd" || {
+        ctd_log "cannot read $dir/containerd.cmd (written by ctd_start)"
+        return 1
+    }
+    ctd_log "restarting containerd (pid $pid)"
+    if [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null; then
+        local i
+        for ((i = 0; i < 100; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            ctd_log "containerd did not stop within 10s"
+            return 1
+        fi
+    fi
+    # setsid: the new containerd does not belong to the caller's process
+    # group or session (a test runner) and outlives it.
+    PATH="$path" setsid "$bin" --config "$dir/config.toml" >>"$dir/containerd.log" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$dir/containerd.pid"
+    if [[ "${CTD_DIR:-}" == "$dir" ]]; then
+        export CTD_PID="$pid"
+    fi
+    local deadline=$((SECONDS + 20))
+    until "${CTR_BIN:-ctr}" --address "$dir/containerd.sock" version >/dev/null 2>&1; do
+        if ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= deadline)); then
+            ctd_log "containerd did not come back; the end of its log:"
+            tail -n 30 "$dir/containerd.log" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+    ctd_log "containerd is up again (pid $pid)"
+}
+
 # Parent pid of $1 (empty if gone); the comm field may contain spaces.
 ctd__ppid() {
     local stat
@@ -439,6 +487,10 @@ ctd_stop() {
     [[ $- == *e* ]] && errexit=1
     set +e
 
+    # ctd_restart (maybe in another process) started a new containerd.
+    if [[ -z "$pid" ]] || ! kill -0 "$pid" 2>/dev/null; then
+        pid="$(cat "$dir/containerd.pid" 2>/dev/null)"
+    fi
     local sock="$dir/containerd.sock"
     # Namespaces seen, for removing the empty per-namespace folders that ctr
     # run and the runc shim create outside DIR (cgroups, runc state roots).
