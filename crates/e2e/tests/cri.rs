@@ -293,15 +293,21 @@ fn check_all_stats(cri: &Cri, pod: &Pod<'_>, busy: &str, limit: u64) {
         .find(|s| s.attributes.as_ref().map(|a| a.id.as_str()) == Some(busy))
         .unwrap_or_else(|| panic!("ListContainerStats has no entry for {busy}: {all:?}"));
     check_stats("ListContainerStats", listed, Some(limit));
-    let again = listed
-        .cpu
-        .as_ref()
-        .and_then(|c| c.usage_core_nano_seconds.as_ref())
-        .map(|v| v.value)
-        .unwrap_or(0);
+    // Usage grows while it runs (polled for 10s: the machine may be loaded).
+    let mut again = first;
+    let grew = eventually(Duration::from_secs(10), || {
+        again = cri
+            .container_stats(busy)
+            .ok()
+            .and_then(|s| s.cpu)
+            .and_then(|c| c.usage_core_nano_seconds)
+            .map(|v| v.value)
+            .unwrap_or(0);
+        again > first
+    });
     assert!(
-        again > first,
-        "CPU usage did not grow for a busy container: {first} then {again}"
+        grew,
+        "CPU usage of a busy container did not grow in 10s: {first} then {again}"
     );
     let ps = cri.pod_stats(&pod.id).expect("PodSandboxStats");
     let linux = ps
