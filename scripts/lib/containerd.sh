@@ -375,6 +375,13 @@ ctd__cri_cleanup() {
         ip link delete "$CTD_CNI_BRIDGE" 2>/dev/null || ctd_log "could not remove bridge $CTD_CNI_BRIDGE"
     fi
     rm -f /var/lib/cni/results/"$CTD_CNI_NETWORK"-* 2>/dev/null
+    # containerd sets up the pods' loopback as the network "cni-loopback",
+    # cached per sandbox id; its sandboxes are folders under its root.
+    local sb
+    for sb in "$dir"/root/*/sandboxes/*/; do
+        [[ -d "$sb" ]] || continue
+        rm -f "/var/lib/cni/results/cni-loopback-$(basename "$sb")-lo"
+    done
     # The pod cgroups (CRI leaves the pod-level parent; kubelet would remove
     # it), deepest first, in every hierarchy.
     local cg
