@@ -16,6 +16,7 @@
 #                  if present, else /usr, where Debian's wasi-libc lives)
 #   CLANG          C compiler (default: clang)
 #   BUSYBOX        static busybox binary (default: /bin/busybox)
+#   CC             C compiler of the (static, Linux) pause program (default: gcc)
 #   WASM_IMAGE     an already built wasm-image binary (default: build it with
 #                  `cargo build --release -p wasm-image` in the root workspace)
 #   BUILD_BIG=1    also build the big guest (~5 MB of generated code, a minute or
@@ -52,6 +53,7 @@ p2="$guests/target/wasm32-wasip2/release"
 cp "$p1/hello.wasm" "$modules/hello.wasm"
 cp "$p1/probe.wasm" "$modules/probe-p1.wasm"
 cp "$p2/probe.wasm" "$modules/probe-p2.wasm"
+cp "$p2/cri.wasm" "$modules/cri.wasm"
 if [[ "${BUILD_BIG:-0}" == 1 ]]; then
     log "building the big guest (wasm32-wasip1; takes a while the first time)"
     cargo build --release \
@@ -85,6 +87,19 @@ else
     log "C guest is up to date"
 fi
 cp "$c_out" "$modules/c-hello.wasm"
+
+# --- Pause (the CRI tests' sandbox image): a static Linux program ----------
+cc="${CC:-gcc}"
+pause_src="$here/pause/pause.c"
+pause_out="$build/pause"
+if [[ ! -s "$pause_out" || "$pause_src" -nt "$pause_out" || "${BASH_SOURCE[0]}" -nt "$pause_out" ]]; then
+    log "building the pause program with $cc -static"
+    "$cc" -static -Os -Wall -Wextra -Werror -s -o "$pause_out.tmp" "$pause_src" ||
+        die "pause build failed (needs gcc and the static libc of libc6-dev)"
+    mv "$pause_out.tmp" "$pause_out"
+else
+    log "pause is up to date"
+fi
 
 # --- Bad modules -------------------------------------------------------------
 # A valid header followed by bytes that are no section; no header at all; nothing.
@@ -177,11 +192,16 @@ wasm_layout hello-artifact localhost/test/hello-artifact:latest \
 busybox="${BUSYBOX:-/bin/busybox}"
 [[ -x "$busybox" ]] || die "$busybox not found: apt-get install busybox-static"
 links=()
-for applet in sh echo sleep cat true; do
+for applet in sh echo sleep cat true wget; do
     links+=(--symlink "/bin/$applet:busybox")
 done
 image busybox localhost/test/busybox:latest \
     --file "$busybox:/bin/busybox:0755" "${links[@]}" --env PATH=/bin --cmd sh
+
+image pause localhost/test/pause:latest \
+    --file "$pause_out:/pause:0755" --entrypoint /pause
+image cri localhost/test/cri:latest \
+    --file "$modules/cri.wasm:/cri.wasm:0755" --entrypoint /cri.wasm
 
 log "built:"
 printf '    %s\n' "${built[@]}"

@@ -18,6 +18,8 @@
 //! ([`Container`]'s `Drop`). Every `ctr` call has a timeout, so a hang fails
 //! the test with what `ctr` printed instead of blocking the suite.
 
+pub mod cri;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::io::{Read, Write};
@@ -321,6 +323,14 @@ impl Ns {
         Ns {
             name: format!("e2e-{}", identifier(test)),
             config,
+        }
+    }
+
+    /// The namespace `name` as it is (e.g. `k8s.io`, CRI's namespace).
+    pub fn named(name: &str) -> Ns {
+        Ns {
+            name: name.to_string(),
+            config: config(),
         }
     }
 
