@@ -35,11 +35,11 @@ pub fn exit_of(
     if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return wasm_shim_core::GuestExit::Exited(exit.0);
     }
-    let mut message = describe_trap(&err);
-    if let Some(why) = limiter.explain() {
-        message = format!("{message}\n{why}");
+    let message = describe_trap(&err);
+    match limiter.explain() {
+        Some(why) => wasm_shim_core::GuestExit::MemoryLimit(format!("{message}\n{why}")),
+        None => wasm_shim_core::GuestExit::Trapped(message),
     }
-    wasm_shim_core::GuestExit::Trapped(message)
 }
 
 fn describe_trap(err: &wasmtime::Error) -> String {

@@ -14,6 +14,9 @@ pub enum GuestExit {
     Exited(i32),
     /// The guest trapped; the message says where and why.
     Trapped(String),
+    /// The guest failed (trapped) after the memory limit refused it linear memory: what
+    /// the kernel's OOM killer is to a native process.
+    MemoryLimit(String),
 }
 
 /// A compiled artifact mapped into the instance process, not yet instantiated.

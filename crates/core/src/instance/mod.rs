@@ -39,11 +39,16 @@ pub const CONFIG_FILE: &str = "wasm-instance.json";
 pub const SUBCOMMAND: &str = "instance";
 /// Read end of the start pipe: one byte means "run", EOF means "never run".
 pub const START_FD: RawFd = 3;
-/// Write end of the status pipe: `ready\n` or `error: <message>\n`.
+/// Write end of the status pipe: `ready\n` or `error: <message>\n`; after the guest ran,
+/// [`OOM_NOTE`] if it failed at the memory limit.
 pub const STATUS_FD: RawFd = 4;
 
 /// Exit code when the guest trapped (as 128 + SIGABRT, what a crashing native process gives).
 pub const EXIT_TRAP: i32 = 134;
+/// Exit code and status note when the guest failed at the memory limit (as 128 + SIGKILL,
+/// what an OOM-killed native process gives; the note tells it from a plain SIGKILL).
+pub const EXIT_OOM: i32 = 137;
+pub const OOM_NOTE: &str = "oom";
 /// Exit code when the guest could not be set up at all.
 pub const EXIT_SETUP: i32 = 126;
 
@@ -73,7 +78,6 @@ pub fn run<E: Engine>(bundle: &Path) -> i32 {
         t0.elapsed().as_micros()
     );
     let _ = status.write_all(b"ready\n");
-    drop(status);
 
     let mut go = [0u8; 1];
     if !matches!(start.read(&mut go), Ok(1)) {
@@ -95,6 +99,11 @@ pub fn run<E: Engine>(bundle: &Path) -> i32 {
         GuestExit::Trapped(message) => {
             eprintln!("{message}");
             EXIT_TRAP
+        }
+        GuestExit::MemoryLimit(message) => {
+            eprintln!("{message}");
+            let _ = writeln!(status, "{OOM_NOTE}");
+            EXIT_OOM
         }
     }
 }

@@ -1,7 +1,7 @@
 //! One Wasm container of this shim: created from a bundle, backed by an instance process.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,8 @@ pub struct Container {
     /// The cgroup the instance process joins, if the spec names one.
     pub cgroup: Option<CgroupPlacement>,
     start_pipe: Option<File>,
+    /// The instance's status pipe after `ready`: a note on how the guest ended, if any.
+    status_pipe: Option<File>,
     stdin_feeder: Option<StdinFeeder>,
     // Dropped (unmounted) before the rootfs they may sit in.
     sandbox_mounts: SandboxMounts,
@@ -115,8 +117,8 @@ impl Container {
         let mut stdio = Stdio::open(&req.stdio)?;
         let stdin_feeder = stdio.stdin_feeder.take();
         let t3 = Instant::now();
-        let (pid, start_pipe) =
-            spawn_instance(req.bundle, stdio, &node.instance_env).inspect_err(|_| {
+        let (pid, start_pipe, status_pipe) = spawn_instance(req.bundle, stdio, &node.instance_env)
+            .inspect_err(|_| {
                 // The instance may have made its cgroup before it failed.
                 if let Some(Err(e)) = placement
                     .cgroup
@@ -142,6 +144,7 @@ impl Container {
             status: Status::Created,
             cgroup: placement.cgroup,
             start_pipe: Some(start_pipe),
+            status_pipe: Some(status_pipe),
             stdin_feeder,
             sandbox_mounts,
             rootfs,
@@ -165,6 +168,18 @@ impl Container {
             .as_ref()
             .map(|cg| ContainerCgroup::open(cg, &self.id))
             .transpose()
+    }
+
+    /// Whether the guest failed at its memory limit; asked once its process has exited.
+    pub fn hit_memory_limit(&mut self) -> bool {
+        let Some(mut pipe) = self.status_pipe.take() else {
+            return false;
+        };
+        let mut note = String::new();
+        // Non-blocking: whatever the instance wrote before it exited is in the pipe already.
+        let _ = nix::fcntl::fcntl(&pipe, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut note);
+        note.lines().any(|l| l == instance::OOM_NOTE)
     }
 
     pub fn close_stdin(&mut self) {
@@ -233,7 +248,7 @@ fn spawn_instance(
     bundle: &Path,
     stdio: Stdio,
     node_env: &[(String, String)],
-) -> Result<(u32, File)> {
+) -> Result<(u32, File, File)> {
     let (start_r, start_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
     let exe = std::env::current_exe().io_context(|| "locating the shim binary".into())?;
@@ -275,10 +290,22 @@ fn spawn_instance(
     drop(child);
     drop((start_r, status_w));
 
-    let mut line = String::new();
-    let read = BufReader::new(File::from(status_r)).read_line(&mut line);
+    // Byte by byte up to the newline, so that nothing after `ready` is consumed here.
+    let mut status = File::from(status_r);
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    let read = loop {
+        match status.read(&mut byte) {
+            Ok(1) if byte[0] == b'\n' => break Ok(()),
+            Ok(1) => line.push(byte[0]),
+            Ok(_) => break Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    let line = String::from_utf8_lossy(&line);
     match (read, line.trim_end()) {
-        (Ok(_), "ready") => Ok((pid, File::from(start_w))),
+        (Ok(_), "ready") => Ok((pid, File::from(start_w), status)),
         (_, msg) => {
             // Whatever happened, the process must not outlive the failed create.
             let _ = nix::sys::signal::kill(

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use containerd_shim::api;
 use containerd_shim::monitor::{monitor_subscribe, ExitEvent, Subject, Topic};
-use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskStart,
+};
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::{Message, MessageField};
@@ -144,8 +146,23 @@ fn record_exit(st: &mut State, pid: u32, exit: Exit, events: &events::Events) {
     };
     container.status = Status::Stopped;
     let id = container.id.clone();
-    log::info!("{id}: instance {pid} exited with status {}", exit.code);
+    let oom = container.hit_memory_limit();
+    log::info!(
+        "{id}: instance {pid} exited with status {}{}",
+        exit.code,
+        if oom { " at its memory limit" } else { "" }
+    );
     st.exits.insert(id.clone(), exit);
+    if oom {
+        // CRI reports the container's reason as OOMKilled on this event, as for runc.
+        events.send(
+            topics::TASK_OOM_EVENT_TOPIC,
+            TaskOOM {
+                container_id: id.clone(),
+                ..Default::default()
+            },
+        );
+    }
     events.send(
         topics::TASK_EXIT_EVENT_TOPIC,
         TaskExit {
