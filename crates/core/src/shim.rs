@@ -17,7 +17,7 @@ use crate::artifact::{ArtifactCache, Outcome};
 use crate::config::NodeConfig;
 use crate::engine::Engine;
 use crate::source::ModuleSource;
-use crate::task::{compile, Compiler, TaskService};
+use crate::task::{compile, native, Compiler, TaskService};
 use crate::{instance, shim_log};
 
 /// CRI groups a pod's containers under one shim with this annotation.
@@ -35,6 +35,10 @@ pub fn main<E: Engine>(runtime_id: &str) {
             instance::run::<E>(Path::new(&args[2]))
         }
         Some(compile::SUBCOMMAND) => compile_artifact::<E>(&args[2..]),
+        Some(native::SUBCOMMAND) => {
+            shim_log::init_fifo_logger(node.log_level);
+            native::helper_main(&args[2..])
+        }
         Some("compile") => precompile_cli::<E>(&node, &args[2..]),
         Some("--version") | Some("version") => {
             println!("{} {} ({})", runtime_id, env!("CARGO_PKG_VERSION"), E::NAME);
@@ -136,6 +140,8 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 
 pub struct WasmShim<E> {
     namespace: String,
+    /// The container id containerd started (or deletes) this shim for.
+    id: String,
     /// The ttrpc socket this server listens on (`unix:///run/containerd/s/...`).
     socket: String,
     exit: Arc<ExitSignal>,
@@ -148,6 +154,7 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
     fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         WasmShim {
             namespace: args.namespace.clone(),
+            id: args.id.clone(),
             socket: args.socket.clone(),
             exit: Arc::default(),
             engine: PhantomData,
@@ -167,6 +174,8 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
         // containerd runs `delete` in the bundle folder when the shim is gone.
         let bundle = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
         kill_orphan_instance(&bundle);
+        // A native container's processes, cgroup and libcontainer state.
+        native::delete_orphan(&bundle, &self.id);
         // Staged mounts and tmpfs scratch folders first; a lazy unmount of the rootfs takes
         // file binds with it.
         let staging = [bundle.join("mounts"), bundle.join("scratch")];

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use containerd_shim::protos::types::mount::Mount;
 use nix::fcntl::OFlag;
+use oci_spec::runtime::Spec;
 
 use crate::artifact::Outcome;
 use crate::config::NodeConfig;
@@ -22,6 +22,7 @@ use crate::task::rootfs::Rootfs;
 use crate::task::sandbox_fs::{probe_source, SandboxMounts};
 use crate::task::stdio::{StdinFeeder, Stdio, StdioPaths};
 
+/// Where a task's process is in its life (the init process or an exec process).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Created,
@@ -30,11 +31,8 @@ pub enum Status {
 }
 
 pub struct Container {
-    pub id: String,
-    pub bundle: PathBuf,
-    pub stdio: StdioPaths,
+    bundle: PathBuf,
     pub pid: u32,
-    pub status: Status,
     start_pipe: Option<File>,
     stdin_feeder: Option<StdinFeeder>,
     // Dropped (unmounted) before the rootfs they may sit in.
@@ -46,8 +44,10 @@ pub struct Container {
 pub struct CreateRequest<'a> {
     pub id: &'a str,
     pub bundle: &'a Path,
-    pub rootfs: &'a [Mount],
-    pub stdio: StdioPaths,
+    pub spec: &'a Spec,
+    /// The rootfs, already mounted (the task service looked at the entrypoint in it).
+    pub rootfs: Rootfs,
+    pub stdio: &'a StdioPaths,
     pub terminal: bool,
 }
 
@@ -61,12 +61,12 @@ impl Container {
             ));
         }
         let t0 = Instant::now();
-        let spec = crate::bundle::load_spec(req.bundle)?;
-        let mut policy = SandboxPolicy::from_spec(&spec, req.bundle, node, &probe_source)?;
-        let entry_function = SandboxPolicy::entry_function(&spec);
+        let spec = req.spec;
+        let mut policy = SandboxPolicy::from_spec(spec, req.bundle, node, &probe_source)?;
+        let entry_function = SandboxPolicy::entry_function(spec);
         let t_policy = t0.elapsed();
 
-        let rootfs = Rootfs::mount(req.bundle, req.rootfs)?;
+        let rootfs = req.rootfs;
         let sandbox_mounts = SandboxMounts::set_up(&mut policy, req.bundle)?;
         let t1 = Instant::now();
         let source = ModuleSource::from_entrypoint(&policy)?;
@@ -104,7 +104,7 @@ impl Container {
         )
         .io_context(|| format!("writing {}", config_path.display()))?;
 
-        let mut stdio = Stdio::open(&req.stdio)?;
+        let mut stdio = Stdio::open(req.stdio)?;
         let stdin_feeder = stdio.stdin_feeder.take();
         let t3 = Instant::now();
         let (pid, start_pipe) = spawn_instance(req.bundle, stdio, &node.instance_env)?;
@@ -117,11 +117,8 @@ impl Container {
             t3.elapsed().as_micros()
         );
         Ok(Container {
-            id: req.id.to_string(),
             bundle: req.bundle.to_path_buf(),
-            stdio: req.stdio,
             pid,
-            status: Status::Created,
             start_pipe: Some(start_pipe),
             stdin_feeder,
             sandbox_mounts,
@@ -136,7 +133,6 @@ impl Container {
         })?;
         pipe.write_all(b"s")
             .io_context(|| format!("starting instance {}", self.pid))?;
-        self.status = Status::Running;
         Ok(())
     }
 
