@@ -159,7 +159,7 @@ fi
 busybox="${BUSYBOX:-/bin/busybox}"
 [[ -x "$busybox" ]] || die "$busybox not found: apt-get install busybox-static"
 links=()
-for applet in sh echo sleep cat true; do
+for applet in sh echo sleep cat true ls ps kill hostname; do
     links+=(--symlink "/bin/$applet:busybox")
 done
 image busybox localhost/test/busybox:latest \
