@@ -641,15 +641,16 @@ impl containerd_shim::Task for TaskService {
             Backend::Wasm(_) if task.init.status != Status::Stopped => vec![task.init.pid],
             Backend::Wasm(_) => Vec::new(),
         };
-        let mut resp = api::PidsResponse::default();
-        resp.processes = pids
-            .into_iter()
-            .map(|pid| containerd_shim::protos::types::task::ProcessInfo {
-                pid,
-                ..Default::default()
-            })
-            .collect();
-        Ok(resp)
+        Ok(api::PidsResponse {
+            processes: pids
+                .into_iter()
+                .map(|pid| containerd_shim::protos::types::task::ProcessInfo {
+                    pid,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
     }
 
     fn stats(
