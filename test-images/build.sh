@@ -6,7 +6,8 @@
 # Output, all under test-images/out/ (gitignored):
 #   modules/*.wasm   the raw modules (hello, probe-p1, probe-p2, c-hello and
 #                    the bad ones), for tests that do not go through images
-#   *.tar            OCI image-layout tarballs, one per image (see below)
+#   *.tar            OCI image-layout tarballs, one per image (see below), among
+#                    them Wasm OCI images whose module is a layer of its own
 #
 # Needs: rustup targets wasm32-wasip1 and wasm32-wasip2; clang, lld, wasi-libc
 # and libclang-rt-dev-wasm32 (Debian) for the C guest; busybox-static for the
@@ -15,6 +16,7 @@
 #                  if present, else /usr, where Debian's wasi-libc lives)
 #   CLANG          C compiler (default: clang)
 #   BUSYBOX        static busybox binary (default: /bin/busybox)
+#   CC             C compiler of the (static, Linux) pause program (default: gcc)
 #   WASM_IMAGE     an already built wasm-image binary (default: build it with
 #                  `cargo build --release -p wasm-image` in the root workspace)
 #   BUILD_BIG=1    also build the big guest (~5 MB of generated code, a minute or
@@ -51,6 +53,7 @@ p2="$guests/target/wasm32-wasip2/release"
 cp "$p1/hello.wasm" "$modules/hello.wasm"
 cp "$p1/probe.wasm" "$modules/probe-p1.wasm"
 cp "$p2/probe.wasm" "$modules/probe-p2.wasm"
+cp "$p2/cri.wasm" "$modules/cri.wasm"
 if [[ "${BUILD_BIG:-0}" == 1 ]]; then
     log "building the big guest (wasm32-wasip1; takes a while the first time)"
     cargo build --release \
@@ -84,6 +87,19 @@ else
     log "C guest is up to date"
 fi
 cp "$c_out" "$modules/c-hello.wasm"
+
+# --- Pause (the CRI tests' sandbox image): a static Linux program ----------
+cc="${CC:-gcc}"
+pause_src="$here/pause/pause.c"
+pause_out="$build/pause"
+if [[ ! -s "$pause_out" || "$pause_src" -nt "$pause_out" || "${BASH_SOURCE[0]}" -nt "$pause_out" ]]; then
+    log "building the pause program with $cc -static"
+    "$cc" -static -Os -Wall -Wextra -Werror -s -o "$pause_out.tmp" "$pause_src" ||
+        die "pause build failed (needs gcc and the static libc of libc6-dev)"
+    mv "$pause_out.tmp" "$pause_out"
+else
+    log "pause is up to date"
+fi
 
 # --- Bad modules -------------------------------------------------------------
 # A valid header followed by bytes that are no section; no header at all; nothing.
@@ -156,14 +172,36 @@ if [[ "${BUILD_BIG:-0}" == 1 ]]; then
         --file "$modules/big.wasm:/big.wasm:0755" --entrypoint /big.wasm
 fi
 
+# Wasm OCI images: no filesystem layer, the module is a layer of its own that the shim reads
+# from containerd's content store (containerd 1.7 and later; crates/e2e/tests/oci.rs).
+# component-layer: an image config (os wasip1/wasip2, arch wasm), so `ctr run` can start it.
+# wasm: the CNCF Wasm OCI artifact, whose config is not an image config: CRI only.
+wasm_layout() {
+    local stem="$1" ref="$2"
+    shift 2
+    "$wasm_image" build --name "$ref" --out "$out/$stem.tar" "$@" >/dev/null
+    built+=("$(printf '%-34s %-16s %s' "$ref" "$stem.tar" "$(stat -c %s "$out/$stem.tar") bytes")")
+}
+wasm_layout hello-layer localhost/test/hello-layer:latest \
+    --layout component-layer --module "$modules/hello.wasm"
+wasm_layout probe-p2-layer localhost/test/probe-p2-layer:latest \
+    --layout component-layer --module "$modules/probe-p2.wasm" --title probe.wasm
+wasm_layout hello-artifact localhost/test/hello-artifact:latest \
+    --layout wasm --module "$modules/hello.wasm"
+
 busybox="${BUSYBOX:-/bin/busybox}"
 [[ -x "$busybox" ]] || die "$busybox not found: apt-get install busybox-static"
 links=()
-for applet in sh echo sleep cat true ls ps kill hostname; do
+for applet in sh echo sleep cat true wget ls ps kill hostname; do
     links+=(--symlink "/bin/$applet:busybox")
 done
 image busybox localhost/test/busybox:latest \
     --file "$busybox:/bin/busybox:0755" "${links[@]}" --env PATH=/bin --cmd sh
+
+image pause localhost/test/pause:latest \
+    --file "$pause_out:/pause:0755" --entrypoint /pause
+image cri localhost/test/cri:latest \
+    --file "$modules/cri.wasm:/cri.wasm:0755" --entrypoint /cri.wasm
 
 log "built:"
 printf '    %s\n' "${built[@]}"

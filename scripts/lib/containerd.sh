@@ -10,6 +10,12 @@
 #   ctd_stop          kill every task and container it holds, stop containerd,
 #                     kill leftover shims, unmount everything under DIR and
 #                     remove DIR. Safe to call more than once.
+#   ctd_restart       stop the private containerd (SIGTERM, as a service
+#                     manager would; its shims and containers keep running)
+#                     and start it again with the same configuration, e.g. to
+#                     check that running containers survive a restart. Needs
+#                     only CTD_DIR (it can run in another process than
+#                     ctd_start's); the new pid goes to CTD_DIR/containerd.pid.
 #   ctd_ctr ARGS...   run ctr against the private containerd.
 #
 # Environment:
@@ -24,8 +30,37 @@
 #   SHIM_DIR          folder put first in containerd's PATH so that it finds
 #                     containerd-shim-wasmtime-v1 (default: <repo>/target/release)
 #   CTD_LOG_LEVEL     containerd log level (default: info; e.g. debug)
-#   CTD_ENABLE_CRI    set to 1 to keep the CRI plugin (default: disabled, the
-#                     ctr-only suites do not need it)
+#   CTD_ENABLE_CRI    set to 1 to enable and configure the CRI plugin (default:
+#                     disabled, the ctr-only suites do not need it). See "CRI"
+#                     below.
+#   CTD_SANDBOX_IMAGE pause image of CRI pods (default localhost/test/pause:latest)
+#   CTD_SANDBOX_TAR   OCI tarball of it, imported into the k8s.io namespace at
+#                     start when it exists (default <repo>/test-images/out/pause.tar)
+#   CTD_CNI_BIN_DIR   CNI plugins (default /usr/lib/cni: Debian's
+#                     containernetworking-plugins)
+#
+# CRI (CTD_ENABLE_CRI=1): containerd 1.x gets `io.containerd.grpc.v1.cri`
+# (config version 2), 2.x `io.containerd.cri.v1.runtime` (runtimes, CNI),
+# `io.containerd.cri.v1.images` (the pinned sandbox image) and
+# `io.containerd.grpc.v1.cri` (streaming server), config version 3. Runtime
+# handlers: runc (io.containerd.runc.v2, cgroupfs), wasmtime
+# (io.containerd.wasmtime.v1) and wasmedge (io.containerd.wasmedge.v1).
+# `restrict_oom_score_adj = true`, since root here lacks CAP_SYS_RESOURCE.
+# The pod network is private to this containerd: a CNI bridge + host-local
+# network (bridge, network name, /24 subnet and IPAM data dir of its own,
+# no iptables rules), its conf dir under DIR. ctd_start also exports
+#   CTD_CNI_NETWORK   network name (also the host-local folder's name)
+#   CTD_CNI_BRIDGE    bridge interface name
+#   CTD_CNI_SUBNET    e.g. 10.231.17.0/24
+#   CTD_CNI_DATA_DIR  host-local's lease folder (DIR/cni/ipam)
+#   CTD_CGROUP_PARENT a cgroup (e.g. /ctd-1a2b3c4d) under which pods should put
+#                     their cgroup_parent; ctd_stop removes it
+#   CTD_SANDBOX_IMAGE
+# ctd_stop then also removes what CRI and CNI leave behind when pods were not
+# removed through CRI: the pods' network namespaces (those holding an address
+# of the subnet), veths on the bridge, the bridge, libcni's cached results of
+# the network, the cgroup parent, and restores net.ipv4.ip_forward (the
+# bridge plugin turns it on for the gateway) to its value before ctd_start.
 #
 # It never touches a system-wide containerd: nothing it starts or removes lives
 # outside DIR, except what containerd itself and its shims put under
@@ -100,6 +135,12 @@ ctd_start() {
     if [[ "${CTD_ENABLE_CRI:-0}" == 1 ]]; then
         disabled='disabled_plugins = []'
     fi
+    local cri_config=""
+    if [[ "${CTD_ENABLE_CRI:-0}" == 1 ]]; then
+        cri_config="$(ctd__cri_setup "$dir" "$version")" || return 1
+        # ctd__cri_setup ran in a subshell: its exports are recomputed here.
+        ctd__cri_names "$dir"
+    fi
     # NRI (1.7 and later; on by default in 2.x) would listen on the global
     # /var/run/nri/nri.sock.
     local nri=""
@@ -131,6 +172,7 @@ $disabled
   [plugins."io.containerd.internal.v1.opt"]
     path = "$dir/opt"
 $nri
+$cri_config
 TOML
 
     ctd_log "starting $bin_path ($("$bin_path" --version 2>/dev/null | awk '{print $3}'), config version $config_version)"
@@ -138,6 +180,8 @@ TOML
     ctd_log "  socket:   $sock"
     ctd_log "  shim dir: $shim_dir (first in containerd's PATH)"
     ctd_log "  log:      $dir/containerd.log"
+    # What ctd_restart needs to start it again.
+    printf '%s\n%s\n' "$bin_path" "$shim_dir:$path_extra$PATH" >"$dir/containerd.cmd"
     PATH="$shim_dir:$path_extra$PATH" "$bin_path" --config "$dir/config.toml" >>"$dir/containerd.log" 2>&1 &
     local pid=$!
     echo "$pid" >"$dir/containerd.pid"
@@ -170,6 +214,230 @@ TOML
         sleep 0.2
     done
     ctd_log "containerd is up (pid $pid); CONTAINERD_ADDRESS=$sock CTD_DIR=$dir"
+    if [[ "${CTD_ENABLE_CRI:-0}" == 1 ]]; then
+        local tar="${CTD_SANDBOX_TAR:-$CTD_REPO_ROOT/test-images/out/pause.tar}"
+        if [[ -f "$tar" ]]; then
+            if ! ctd_ctr -n k8s.io image import "$tar" >/dev/null; then
+                ctd_log "importing the sandbox image $tar into k8s.io failed"
+                ctd_stop
+                return 1
+            fi
+            ctd_log "CRI: sandbox image $CTD_SANDBOX_IMAGE imported from $tar"
+        else
+            ctd_log "CRI: $tar does not exist; import $CTD_SANDBOX_IMAGE into k8s.io before running pods"
+        fi
+        ctd_log "CRI: network $CTD_CNI_NETWORK, bridge $CTD_CNI_BRIDGE, subnet $CTD_CNI_SUBNET, cgroup parent $CTD_CGROUP_PARENT"
+    fi
+}
+
+# ctd__cri_names DIR: the names of this containerd's pod network and cgroup
+# parent, derived from DIR (so ctd_stop finds them again), exported.
+ctd__cri_names() {
+    local h
+    h="$(printf '%s' "$1" | sha256sum | cut -c1-8)"
+    export CTD_CNI_NETWORK="ctd-$h" CTD_CNI_BRIDGE="ctdbr$h" \
+        CTD_CNI_DATA_DIR="$1/cni/ipam" CTD_CGROUP_PARENT="/ctd-$h" \
+        CTD_SANDBOX_IMAGE="${CTD_SANDBOX_IMAGE:-localhost/test/pause:latest}"
+    if [[ -f "$1/cni/subnet" ]]; then
+        CTD_CNI_SUBNET="$(cat "$1/cni/subnet")"
+        export CTD_CNI_SUBNET
+    fi
+}
+
+# ctd__cri_setup DIR VERSION: writes the CNI configuration under DIR, records
+# net.ipv4.ip_forward, and prints the CRI part of containerd's config.
+ctd__cri_setup() {
+    local dir="$1" version="$2"
+    local major="${version%%.*}" minor="${version#*.}"
+    minor="${minor%%.*}"
+    local bin_dir="${CTD_CNI_BIN_DIR:-/usr/lib/cni}"
+    if [[ ! -x "$bin_dir/bridge" || ! -x "$bin_dir/host-local" || ! -x "$bin_dir/loopback" ]]; then
+        ctd_log "CNI plugins bridge, host-local and loopback not found in $bin_dir (apt-get install containernetworking-plugins, or set CTD_CNI_BIN_DIR)"
+        return 1
+    fi
+    ctd__cri_names "$dir"
+    # A /24 of 10.200.0.0/13 that no route of this host covers yet, picked from
+    # DIR's hash so that concurrent private containerds do not collide.
+    local h n i subnet="" routes
+    h="$(printf '%s' "$dir" | sha256sum | cut -c1-4)"
+    routes="$(ip -4 route show 2>/dev/null)"
+    for ((i = 0; i < 64; i++)); do
+        n=$(((0x$h + i * 97) % 2048))
+        local cand="10.$((200 + n / 256)).$((n % 256)).0/24"
+        if ! grep -qF "${cand%.0/24}." <<<"$routes"; then
+            subnet="$cand"
+            break
+        fi
+    done
+    if [[ -z "$subnet" ]]; then
+        ctd_log "no free /24 in 10.200.0.0/13 for the pod network"
+        return 1
+    fi
+    local prefix="${subnet%.0/24}"
+    mkdir -p "$dir/cni/net.d" "$dir/cni/ipam"
+    echo "$subnet" >"$dir/cni/subnet"
+    cat /proc/sys/net/ipv4/ip_forward >"$dir/cni/ip_forward" 2>/dev/null
+    cat >"$dir/cni/net.d/10-$CTD_CNI_NETWORK.conflist" <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "$CTD_CNI_NETWORK",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$CTD_CNI_BRIDGE",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": "$dir/cni/ipam",
+        "ranges": [[{ "subnet": "$subnet", "rangeStart": "$prefix.10", "rangeEnd": "$prefix.250", "gateway": "$prefix.1" }]],
+        "routes": [{ "dst": "0.0.0.0/0" }]
+      }
+    }
+  ]
+}
+JSON
+    local image="$CTD_SANDBOX_IMAGE"
+    local runtimes cri
+    if ((major >= 2)); then
+        cri="plugins.'io.containerd.cri.v1.runtime'"
+    else
+        cri='plugins."io.containerd.grpc.v1.cri"'
+    fi
+    runtimes="  [$cri.containerd]
+    default_runtime_name = \"runc\"
+    [$cri.containerd.runtimes.runc]
+      runtime_type = \"io.containerd.runc.v2\"
+      [$cri.containerd.runtimes.runc.options]
+        SystemdCgroup = false
+    [$cri.containerd.runtimes.wasmtime]
+      runtime_type = \"io.containerd.wasmtime.v1\"
+    [$cri.containerd.runtimes.wasmedge]
+      runtime_type = \"io.containerd.wasmedge.v1\""
+    if ((major >= 2)); then
+        local bins="bin_dirs = [\"$bin_dir\"]"
+        ((minor < 1)) && bins="bin_dir = \"$bin_dir\""
+        cat <<TOML
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "$image"
+  [$cri]
+    restrict_oom_score_adj = true
+    enable_selinux = false
+$runtimes
+  [$cri.cni]
+    $bins
+    conf_dir = "$dir/cni/net.d"
+    max_conf_num = 1
+  [plugins.'io.containerd.grpc.v1.cri']
+    stream_server_address = "127.0.0.1"
+    stream_server_port = "0"
+    enable_tls_streaming = false
+TOML
+    else
+        cat <<TOML
+  [$cri]
+    sandbox_image = "$image"
+    restrict_oom_score_adj = true
+    enable_selinux = false
+    stream_server_address = "127.0.0.1"
+    stream_server_port = "0"
+    enable_tls_streaming = false
+$runtimes
+  [$cri.cni]
+    bin_dir = "$bin_dir"
+    conf_dir = "$dir/cni/net.d"
+    max_conf_num = 1
+TOML
+    fi
+}
+
+# ctd__cri_cleanup DIR: after containerd stopped, removes what pods of its CRI
+# plugin left outside DIR (see the header).
+ctd__cri_cleanup() {
+    local dir="$1"
+    [[ -f "$dir/cni/subnet" ]] || return 0
+    ctd__cri_names "$dir"
+    local prefix="${CTD_CNI_SUBNET%.0/24}." ns
+    # Network namespaces of its pods: those with an address of the subnet.
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
+        if ip -n "$ns" -4 -o addr show 2>/dev/null | grep -qF " inet $prefix"; then
+            ctd_log "removing network namespace $ns of a pod"
+            ip netns delete "$ns" 2>/dev/null || ctd_log "could not remove network namespace $ns"
+        fi
+    done
+    local link
+    for link in $(ip -o link show master "$CTD_CNI_BRIDGE" 2>/dev/null | awk -F': ' '{print $2}'); do
+        link="${link%%@*}"
+        ip link delete "$link" 2>/dev/null
+    done
+    if ip link show "$CTD_CNI_BRIDGE" >/dev/null 2>&1; then
+        ip link delete "$CTD_CNI_BRIDGE" 2>/dev/null || ctd_log "could not remove bridge $CTD_CNI_BRIDGE"
+    fi
+    rm -f /var/lib/cni/results/"$CTD_CNI_NETWORK"-* 2>/dev/null
+    # containerd sets up the pods' loopback as the network "cni-loopback",
+    # cached per sandbox id; its sandboxes are folders under its root.
+    local sb
+    for sb in "$dir"/root/*/sandboxes/*/; do
+        [[ -d "$sb" ]] || continue
+        rm -f "/var/lib/cni/results/cni-loopback-$(basename "$sb")-lo"
+    done
+    # The pod cgroups (CRI leaves the pod-level parent; kubelet would remove
+    # it), deepest first, in every hierarchy.
+    local cg
+    for cg in /sys/fs/cgroup"$CTD_CGROUP_PARENT" /sys/fs/cgroup/*"$CTD_CGROUP_PARENT"; do
+        [[ -d "$cg" ]] || continue
+        find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
+        [[ -d "$cg" ]] && ctd_log "could not remove cgroup $cg (processes still in it?)"
+    done
+    if [[ -f "$dir/cni/ip_forward" ]]; then
+        local before
+        before="$(cat "$dir/cni/ip_forward")"
+        if [[ "$before" =~ ^[01]$ && "$(cat /proc/sys/net/ipv4/ip_forward)" != "$before" ]]; then
+            echo "$before" >/proc/sys/net/ipv4/ip_forward || ctd_log "could not restore net.ipv4.ip_forward to $before"
+        fi
+    fi
+    unset CTD_CNI_NETWORK CTD_CNI_BRIDGE CTD_CNI_SUBNET CTD_CNI_DATA_DIR CTD_CGROUP_PARENT
+}
+
+ctd_restart() {
+    local dir="${CTD_DIR:?ctd_start first}"
+    local pid bin path
+    pid="$(cat "$dir/containerd.pid" 2>/dev/null)"
+    { read -r bin && read -r path; } <"$dir/containerd.cmd" || {
+        ctd_log "cannot read $dir/containerd.cmd (written by ctd_start)"
+        return 1
+    }
+    ctd_log "restarting containerd (pid $pid)"
+    if [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null; then
+        local i
+        for ((i = 0; i < 100; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            ctd_log "containerd did not stop within 10s"
+            return 1
+        fi
+    fi
+    # setsid: the new containerd does not belong to the caller's process
+    # group or session (a test runner) and outlives it.
+    PATH="$path" setsid "$bin" --config "$dir/config.toml" >>"$dir/containerd.log" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$dir/containerd.pid"
+    if [[ "${CTD_DIR:-}" == "$dir" ]]; then
+        export CTD_PID="$pid"
+    fi
+    local deadline=$((SECONDS + 20))
+    until "${CTR_BIN:-ctr}" --address "$dir/containerd.sock" version >/dev/null 2>&1; do
+        if ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= deadline)); then
+            ctd_log "containerd did not come back; the end of its log:"
+            tail -n 30 "$dir/containerd.log" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+    ctd_log "containerd is up again (pid $pid)"
 }
 
 # Parent pid of $1 (empty if gone); the comm field may contain spaces.
@@ -226,6 +494,10 @@ ctd_stop() {
     [[ $- == *e* ]] && errexit=1
     set +e
 
+    # ctd_restart (maybe in another process) started a new containerd.
+    if [[ -z "$pid" ]] || ! kill -0 "$pid" 2>/dev/null; then
+        pid="$(cat "$dir/containerd.pid" 2>/dev/null)"
+    fi
     local sock="$dir/containerd.sock"
     # Namespaces seen, for removing the empty per-namespace folders that ctr
     # run and the runc shim create outside DIR (cgroups, runc state roots).
@@ -295,6 +567,8 @@ ctd_stop() {
     for ns in "${!namespaces[@]}" "${CTD__NAMESPACES[@]}"; do
         rmdir /sys/fs/cgroup/*/"$ns" /sys/fs/cgroup/"$ns" "/run/containerd/runc/$ns" 2>/dev/null
     done
+
+    ctd__cri_cleanup "$dir"
 
     # Unmount whatever is still mounted under DIR, innermost (latest) first.
     local _ m mounts

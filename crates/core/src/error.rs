@@ -17,6 +17,14 @@ pub enum Error {
     #[error("entrypoint {path}: {reason}")]
     Entrypoint { path: String, reason: String },
 
+    /// The image does not hold a module the container can run as a Wasm layer.
+    #[error("image {image}: {reason}")]
+    Image { image: String, reason: String },
+
+    /// containerd's API, asked for the container's image, did not answer as expected.
+    #[error("containerd at {address}: {reason}")]
+    Containerd { address: String, reason: String },
+
     /// The file is not WebAssembly at all (no `\0asm` magic) or is empty.
     #[error("{path} is not a WebAssembly module: {reason}")]
     NotWasm { path: String, reason: String },
@@ -24,6 +32,10 @@ pub enum Error {
     /// The engine rejected or failed on the module.
     #[error("{0:#}")]
     Engine(anyhow::Error),
+
+    /// The container's cgroup could not be created, joined, read or removed.
+    #[error("{0}")]
+    Cgroup(String),
 
     /// The node's artifact cache could not be used.
     #[error("artifact cache: {0}")]

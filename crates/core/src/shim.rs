@@ -16,6 +16,7 @@ use containerd_shim::{Config, ExitSignal, Flags, StartOpts};
 use crate::artifact::{ArtifactCache, Outcome};
 use crate::config::NodeConfig;
 use crate::engine::Engine;
+use crate::image_layers::Containerd;
 use crate::source::ModuleSource;
 use crate::task::{compile, native, Compiler, TaskService};
 use crate::{instance, shim_log};
@@ -142,6 +143,8 @@ pub struct WasmShim<E> {
     namespace: String,
     /// The container id containerd started (or deletes) this shim for.
     id: String,
+    /// containerd's gRPC socket, for reading Wasm layers from its content store.
+    address: String,
     /// The ttrpc socket this server listens on (`unix:///run/containerd/s/...`).
     socket: String,
     exit: Arc<ExitSignal>,
@@ -155,6 +158,7 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
         WasmShim {
             namespace: args.namespace.clone(),
             id: args.id.clone(),
+            address: args.address.clone(),
             socket: args.socket.clone(),
             exit: Arc::default(),
             engine: PhantomData,
@@ -230,7 +234,10 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
         );
         TaskService::new(
             publisher,
-            self.namespace.clone(),
+            Containerd {
+                address: self.address.clone(),
+                namespace: self.namespace.clone(),
+            },
             Box::new(move || {
                 let engine = E::new().map_err(crate::Error::Engine)?;
                 let cache = ArtifactCache::with_limit(&cache_dir, Some(cache_max))?;

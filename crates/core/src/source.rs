@@ -36,6 +36,10 @@ pub struct ModuleSource {
     pub digest: String,
 }
 
+/// The reason of an [`Error::Entrypoint`] when the rootfs has no file there: the module may
+/// then be a layer of the image (see [`crate::image_layers`]).
+pub const NO_SUCH_FILE: &str = "no such file in the container";
+
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
 
 impl ModuleSource {
@@ -54,7 +58,7 @@ impl ModuleSource {
         let file = open_in_root(&root.host_path, &inner).map_err(|errno| Error::Entrypoint {
             path: guest_path.clone(),
             reason: match errno {
-                nix::Error::ENOENT => "no such file in the container".to_string(),
+                nix::Error::ENOENT => NO_SUCH_FILE.to_string(),
                 other => other.desc().to_string(),
             },
         })?;
@@ -63,6 +67,21 @@ impl ModuleSource {
             .read_to_end(&mut bytes)
             .io_context(|| format!("reading {guest_path}"))?;
         Self::from_bytes(guest_path, bytes)
+    }
+
+    /// Like [`Self::from_bytes`] with a `sha256:<hex>` digest the caller already knows to be
+    /// the bytes' (a content-addressed store verified it), so they are not hashed again.
+    pub fn with_digest(guest_path: String, bytes: Vec<u8>, digest: String) -> Result<Self> {
+        let kind = classify(&bytes).map_err(|reason| Error::NotWasm {
+            path: guest_path.clone(),
+            reason,
+        })?;
+        Ok(ModuleSource {
+            guest_path,
+            bytes,
+            kind,
+            digest,
+        })
     }
 
     /// Classify bytes read from anywhere (a file, a content-store layer).

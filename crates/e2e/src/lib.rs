@@ -18,6 +18,8 @@
 //! ([`Container`]'s `Drop`). Every `ctr` call has a timeout, so a hang fails
 //! the test with what `ctr` printed instead of blocking the suite.
 
+pub mod cri;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::io::{Read, Write};
@@ -324,6 +326,14 @@ impl Ns {
         }
     }
 
+    /// The namespace `name` as it is (e.g. `k8s.io`, CRI's namespace).
+    pub fn named(name: &str) -> Ns {
+        Ns {
+            name: name.to_string(),
+            config: config(),
+        }
+    }
+
     pub fn config(&self) -> &'static Config {
         self.config
     }
@@ -473,6 +483,7 @@ impl Ns {
             args: Vec::new(),
             stdin: None,
             timeout: CTR_TIMEOUT,
+            present: false,
         }
     }
 }
@@ -575,6 +586,8 @@ pub struct Run<'a> {
     args: Vec<String>,
     stdin: Option<Vec<u8>>,
     timeout: Duration,
+    /// The image is already in the namespace: `image` is its full name.
+    present: bool,
 }
 
 impl Run<'_> {
@@ -582,6 +595,19 @@ impl Run<'_> {
     pub fn annotation(mut self, key: &str, value: &str) -> Self {
         self.flags
             .extend(["--annotation".into(), format!("{key}={value}")]);
+        self
+    }
+
+    /// Any further `ctr run` flags, e.g. `["--platform", "wasip1/wasm"]`.
+    pub fn flags(mut self, flags: &[&str]) -> Self {
+        self.flags.extend(flags.iter().map(|f| f.to_string()));
+        self
+    }
+
+    /// Run an image already in the namespace (pulled, or imported by the test) by its full
+    /// name instead of a test image tarball.
+    pub fn present(mut self) -> Self {
+        self.present = true;
         self
     }
 
@@ -676,7 +702,11 @@ impl Run<'_> {
             a.push(m.clone());
         }
         a.extend(self.flags.iter().cloned());
-        a.push(self.ns.image(&self.image));
+        a.push(if self.present {
+            self.image.clone()
+        } else {
+            self.ns.image(&self.image)
+        });
         a.push(id.to_string());
         a.extend(self.args.iter().cloned());
         a
@@ -917,6 +947,50 @@ pub fn files_named_like(root: &Path, needle: &str) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+/// The version (major, minor) of the containerd under test: `CTD_VERSION` (set by
+/// `ctd_start`) or the server version `ctr version` reports.
+pub fn containerd_version() -> (u32, u32) {
+    static VERSION: OnceLock<(u32, u32)> = OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let text = non_empty_env("CTD_VERSION").unwrap_or_else(|| {
+            let c = config();
+            let out = run_with_timeout(
+                &c.ctr_bin,
+                &["--address".into(), c.address.clone(), "version".into()],
+                Input::Null,
+                CTR_TIMEOUT,
+            );
+            out.assert_success();
+            // The second `Version:` line is the server's.
+            out.stdout
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("Version:"))
+                .nth(1)
+                .unwrap_or_default()
+                .trim()
+                .trim_start_matches('v')
+                .to_string()
+        });
+        let mut parts = text.split(|c: char| !c.is_ascii_digit());
+        let mut next = || parts.next().and_then(|p| p.parse().ok());
+        match (next(), next()) {
+            (Some(major), Some(minor)) => (major, minor),
+            _ => panic!("cannot tell the containerd version from {text:?}"),
+        }
+    })
+}
+
+/// What the private containerd logged so far (the shims' logs included), from
+/// `$CTD_DIR/containerd.log`; None without `CTD_DIR`.
+pub fn containerd_log() -> Option<String> {
+    let dir = config().ctd_dir.as_ref()?;
+    let path = dir.join("containerd.log");
+    Some(
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display())),
+    )
 }
 
 /// Polls `check` every 50 ms until it returns true or `timeout` passes.

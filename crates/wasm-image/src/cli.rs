@@ -8,28 +8,40 @@ use anyhow::{bail, Context, Result};
 use crate::layout::Platform;
 
 pub const USAGE: &str = "\
-Writes an OCI image-layout tarball for `ctr image import`.
+Builds an OCI image: writes it as an image-layout tarball for `ctr image import`,
+and/or pushes it to a registry (OCI distribution API).
 
 Usage:
-  wasm-image build --name REF --out FILE.tar [OPTIONS]
+  wasm-image build --name REF (--out FILE.tar | --push) [OPTIONS]
 
 Options:
-  --name REF                 image name, e.g. localhost/test/hello:latest
+  --name REF                 image name, e.g. localhost/test/hello:latest; with --push
+                             it names the registry too: HOST[:PORT]/REPO[:TAG]
   --out FILE                 the tarball to write
-  --layout compat|wasm       compat (default): a normal image with one tar+gzip layer;
-                             wasm: a Wasm OCI artifact whose only layer is --module
+  --push                     push the image to the registry named by --name
+  --plain-http               push over plain HTTP instead of HTTPS
+  --layout LAYOUT            compat (default): a normal image with one tar+gzip layer;
+                             component-layer: an image config (os wasip1|wasip2, arch
+                               wasm) and --module as a layer of media type
+                               application/vnd.bytecodealliance.wasm.component.layer.v0+wasm;
+                             wasm (or artifact): the CNCF Wasm OCI artifact, config
+                               application/vnd.wasm.config.v0+json, layer application/wasm
 compat layout:
   --platform OS/ARCH[/VAR]   default linux/amd64
-  --entrypoint ARG           repeat for each element
-  --cmd ARG                  repeat for each element
-  --env K=V                  repeatable
-  --workdir DIR              absolute working directory
   --file HOST:IMAGE[:MODE]   copy HOST to the absolute IMAGE path; MODE in octal
                              (default 755 if HOST is executable, else 644)
   --dir IMAGE[:MODE]         an (empty) directory, default mode 755
   --symlink LINK:TARGET      a symlink at the absolute path LINK
-wasm layout:
+compat and component-layer layouts:
+  --entrypoint ARG           repeat for each element (component-layer default: /TITLE)
+  --cmd ARG                  repeat for each element
+  --env K=V                  repeatable
+  --workdir DIR              absolute working directory
+component-layer and wasm layouts:
   --module HOST              the .wasm core module (os wasip1) or component (wasip2)
+  --title NAME               the layer's org.opencontainers.image.title, default the
+                             module's file name
+wasm layout:
   --author NAME              recorded in the config, default wasm-image
 
 Timestamps are fixed (SOURCE_DATE_EPOCH if set, else 0) so equal inputs give
@@ -39,6 +51,9 @@ byte-identical output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
     Compat,
+    /// The component-layer layout: image config + the module as a layer.
+    ComponentLayer,
+    /// The CNCF Wasm OCI artifact.
     Wasm,
 }
 
@@ -64,7 +79,9 @@ pub struct SymlinkSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildArgs {
     pub name: String,
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
+    pub push: bool,
+    pub plain_http: bool,
     pub layout: Layout,
     pub platform: Platform,
     pub entrypoint: Vec<String>,
@@ -75,6 +92,7 @@ pub struct BuildArgs {
     pub dirs: Vec<DirSpec>,
     pub symlinks: Vec<SymlinkSpec>,
     pub module: Option<PathBuf>,
+    pub title: Option<String>,
     pub author: Option<String>,
 }
 
@@ -96,13 +114,25 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command> {
 
 fn parse_build(mut args: impl Iterator<Item = String>) -> Result<BuildArgs> {
     let (mut name, mut out, mut layout, mut platform) = (None, None, None, None);
-    let (mut workdir, mut module, mut author) = (None, None, None);
+    let (mut workdir, mut module, mut author, mut title) = (None, None, None, None);
+    let (mut push, mut plain_http) = (false, false);
     let (mut entrypoint, mut cmd, mut env) = (Vec::new(), Vec::new(), Vec::new());
     let (mut files, mut dirs, mut symlinks) = (Vec::new(), Vec::new(), Vec::new());
-    // Options that only make sense for the compat layout, for error messages.
-    let mut compat_only = Vec::new();
+    // Options given, for telling which ones a layout does not take.
+    let mut given: Vec<String> = Vec::new();
 
     while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--push" => {
+                push = true;
+                continue;
+            }
+            "--plain-http" => {
+                plain_http = true;
+                continue;
+            }
+            _ => {}
+        }
         let (option, inline) = match arg.split_once('=') {
             Some((o, v)) if o.starts_with("--") => (o.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
@@ -124,8 +154,9 @@ fn parse_build(mut args: impl Iterator<Item = String>) -> Result<BuildArgs> {
                 &option,
                 match value.as_str() {
                     "compat" => Layout::Compat,
-                    "wasm" => Layout::Wasm,
-                    _ => bail!("--layout must be compat or wasm, not {value:?}"),
+                    "component-layer" => Layout::ComponentLayer,
+                    "wasm" | "artifact" => Layout::Wasm,
+                    _ => bail!("--layout must be compat, component-layer or wasm, not {value:?}"),
                 },
             )?,
             "--platform" => set_once(&mut platform, &option, Platform::parse(&value)?)?,
@@ -143,14 +174,15 @@ fn parse_build(mut args: impl Iterator<Item = String>) -> Result<BuildArgs> {
             "--symlink" => symlinks.push(parse_symlink(&value)?),
             "--module" => set_once(&mut module, &option, PathBuf::from(value))?,
             "--author" => set_once(&mut author, &option, value)?,
+            "--title" => {
+                if value.is_empty() || value.contains('/') {
+                    bail!("--title {value:?} must be a file name");
+                }
+                set_once(&mut title, &option, value)?
+            }
             _ => bail!("unknown option {option:?}"),
         }
-        if !matches!(
-            option.as_str(),
-            "--name" | "--out" | "--layout" | "--module" | "--author"
-        ) {
-            compat_only.push(option);
-        }
+        given.push(option);
     }
 
     let name: String = name.context("--name is required")?;
@@ -158,24 +190,61 @@ fn parse_build(mut args: impl Iterator<Item = String>) -> Result<BuildArgs> {
         bail!("invalid image name {name:?}");
     }
     let layout = layout.unwrap_or(Layout::Compat);
-    match layout {
-        Layout::Compat => {
-            if module.is_some() || author.is_some() {
-                bail!("--module and --author need --layout wasm (use --file HOST:IMAGE for a compat image)");
-            }
-        }
-        Layout::Wasm => {
-            if let Some(option) = compat_only.first() {
-                bail!("{option} is not valid with --layout wasm");
-            }
-            if module.is_none() {
-                bail!("--layout wasm needs --module");
-            }
-        }
+    // What each layout takes besides --name, --out and --layout.
+    let (takes, hint): (&[&str], &str) = match layout {
+        Layout::Compat => (
+            &[
+                "--platform",
+                "--entrypoint",
+                "--cmd",
+                "--env",
+                "--workdir",
+                "--file",
+                "--dir",
+                "--symlink",
+            ],
+            "use --file HOST:IMAGE for a compat image, or another --layout",
+        ),
+        Layout::ComponentLayer => (
+            &[
+                "--module",
+                "--title",
+                "--entrypoint",
+                "--cmd",
+                "--env",
+                "--workdir",
+            ],
+            "the component-layer layout holds the module alone",
+        ),
+        Layout::Wasm => (
+            &["--module", "--title", "--author"],
+            "the wasm layout's config is not an image config",
+        ),
+    };
+    let layout_name = match layout {
+        Layout::Compat => "compat",
+        Layout::ComponentLayer => "component-layer",
+        Layout::Wasm => "wasm",
+    };
+    if let Some(option) = given.iter().find(|o| {
+        !matches!(o.as_str(), "--name" | "--out" | "--layout") && !takes.contains(&o.as_str())
+    }) {
+        bail!("{option} is not valid with --layout {layout_name} ({hint})");
+    }
+    if layout != Layout::Compat && module.is_none() {
+        bail!("--layout {layout_name} needs --module");
+    }
+    if out.is_none() && !push {
+        bail!("--out or --push is required");
+    }
+    if plain_http && !push {
+        bail!("--plain-http needs --push");
     }
     Ok(BuildArgs {
         name,
-        out: PathBuf::from(out.context("--out is required")?),
+        out: out.map(PathBuf::from),
+        push,
+        plain_http,
         layout,
         platform: platform.unwrap_or_default(),
         entrypoint,
@@ -186,6 +255,7 @@ fn parse_build(mut args: impl Iterator<Item = String>) -> Result<BuildArgs> {
         dirs,
         symlinks,
         module,
+        title,
         author,
     })
 }
@@ -318,7 +388,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(b.name, "localhost/test/x:latest");
-        assert_eq!(b.out, PathBuf::from("x.tar"));
+        assert_eq!(b.out, Some(PathBuf::from("x.tar")));
         assert_eq!(b.layout, Layout::Compat);
         assert_eq!(b.platform.architecture, "arm64");
         assert_eq!(b.entrypoint, ["/a.wasm", "--flag"]);
@@ -354,7 +424,8 @@ mod tests {
     #[test]
     fn bad_command_lines() {
         assert!(err(&["--out", "x"]).contains("--name is required"));
-        assert!(err(&["--name", "x"]).contains("--out is required"));
+        assert!(err(&["--name", "x"]).contains("--out or --push is required"));
+        assert!(err(&["--name", "x", "--out", "o", "--plain-http"]).contains("needs --push"));
         assert!(err(&["--name"]).contains("--name needs a value"));
         assert!(err(&["--name", "a", "--name", "b"]).contains("more than once"));
         assert!(err(&["--name", "a b", "--out", "x"]).contains("invalid image name"));
@@ -370,7 +441,7 @@ mod tests {
         assert!(err(&["--symlink", "/a"]).contains("expected LINK:TARGET"));
         assert!(err(&["--env", "=x"]).contains("expected KEY=VALUE"));
         assert!(err(&["--workdir", "app"]).contains("absolute"));
-        assert!(err(&["--layout", "docker"]).contains("compat or wasm"));
+        assert!(err(&["--layout", "docker"]).contains("compat, component-layer or wasm"));
         assert!(err(&["--platform", "linux"]).contains("OS/ARCH"));
     }
 
@@ -382,8 +453,36 @@ mod tests {
             v.extend(extra);
             err(&v)
         };
-        assert!(with(&["--module", "m.wasm"]).contains("need --layout wasm"));
+        assert!(
+            with(&["--module", "m.wasm"]).contains("--module is not valid with --layout compat")
+        );
         assert!(with(&["--layout", "wasm"]).contains("needs --module"));
+        assert!(with(&["--layout", "component-layer"]).contains("needs --module"));
+        assert!(with(&[
+            "--layout",
+            "component-layer",
+            "--module",
+            "m",
+            "--file",
+            "a:/a"
+        ])
+        .contains("--file is not valid with --layout component-layer"));
+        assert!(
+            with(&["--layout", "wasm", "--module", "m", "--title", "a/b"])
+                .contains("must be a file name")
+        );
+        let mut push = vec!["--name", "127.0.0.1:5000/x/y:1", "--push", "--plain-http"];
+        push.extend([
+            "--layout",
+            "component-layer",
+            "--module",
+            "m.wasm",
+            "--cmd",
+            "a",
+        ]);
+        let b = build(&push).unwrap();
+        assert_eq!((b.push, b.plain_http, b.out), (true, true, None));
+        assert_eq!(b.layout, Layout::ComponentLayer);
         assert!(
             with(&["--layout", "wasm", "--module", "m", "--entrypoint", "x"])
                 .contains("--entrypoint is not valid with --layout wasm")

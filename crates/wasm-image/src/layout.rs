@@ -18,6 +18,11 @@ pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+
 /// Config and layer media types of the CNCF Wasm OCI artifact.
 pub const MEDIA_TYPE_WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
 pub const MEDIA_TYPE_WASM_LAYER: &str = "application/wasm";
+/// Layer media type of the component-layer layout (an image config, the module as a layer).
+pub const MEDIA_TYPE_COMPONENT_LAYER: &str =
+    "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm";
+/// The layer annotation that names the module (the shim matches it against the entrypoint).
+pub const ANNOTATION_TITLE: &str = "org.opencontainers.image.title";
 
 pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -217,10 +222,67 @@ pub fn compat_image(
     manifest(config, vec![layer_blob], platform)
 }
 
-/// A Wasm OCI artifact: the module or component itself is the only layer.
-pub fn wasm_image(module: Vec<u8>, author: &str, created: &str) -> Result<Image> {
+/// The module as a layer of `media_type`, named `title`.
+fn module_layer(module: Vec<u8>, media_type: &str, title: &str) -> Blob {
+    let mut layer = Blob::new(media_type, module);
+    layer
+        .descriptor
+        .annotations
+        .insert(ANNOTATION_TITLE.to_string(), title.to_string());
+    layer
+}
+
+/// `wasip1` for a core module, `wasip2` for a component.
+fn wasi_os(kind: &WasmKind) -> &'static str {
+    match kind {
+        WasmKind::Module => "wasip1",
+        WasmKind::Component { .. } => "wasip2",
+    }
+}
+
+/// The component-layer layout: a regular image config (platform `wasip1`/`wasip2` on `wasm`,
+/// entrypoint `/TITLE` unless `exec` says otherwise) and the module as its only layer, of
+/// media type [`MEDIA_TYPE_COMPONENT_LAYER`]. `ctr run` can start it (containerd 1.7 and
+/// later do not unpack the layer; the shim reads it from the content store).
+pub fn component_layer_image(
+    module: Vec<u8>,
+    title: &str,
+    exec: &ExecConfig,
+    created: &str,
+) -> Result<Image> {
     let kind = inspect(&module)?;
-    let layer = Blob::new(MEDIA_TYPE_WASM_LAYER, module);
+    let platform = Platform {
+        architecture: "wasm".into(),
+        os: wasi_os(&kind).into(),
+        variant: None,
+    };
+    let layer = module_layer(module, MEDIA_TYPE_COMPONENT_LAYER, title);
+    let mut exec = exec.clone();
+    if exec.entrypoint.is_empty() && exec.cmd.is_empty() {
+        exec.entrypoint = vec![format!("/{}", title.trim_start_matches('/'))];
+    }
+    let config = Blob::json(
+        MEDIA_TYPE_CONFIG,
+        &OciConfig {
+            created,
+            platform: &platform,
+            config: &exec,
+            // No diff ids: containerd 1.7 and later unpack only tar layers and match them
+            // against the diff ids ("mismatched image rootfs and manifest layers" otherwise),
+            // so the rootfs is empty and the module stays a blob of the content store.
+            rootfs: RootFs {
+                kind: "layers",
+                diff_ids: Vec::new(),
+            },
+        },
+    )?;
+    manifest(config, vec![layer], platform)
+}
+
+/// A Wasm OCI artifact: the module or component itself is the only layer.
+pub fn wasm_image(module: Vec<u8>, title: &str, author: &str, created: &str) -> Result<Image> {
+    let kind = inspect(&module)?;
+    let layer = module_layer(module, MEDIA_TYPE_WASM_LAYER, title);
     let (os, component) = match &kind {
         WasmKind::Module => ("wasip1", None),
         WasmKind::Component { imports, exports } => {

@@ -4,11 +4,13 @@
 //! - [`cli`] parses the command line,
 //! - [`layer`] builds a deterministic filesystem layer (tar, gzip),
 //! - [`layout`] writes the config/manifest/index JSON and the layout tarball,
-//! - [`wasm`] tells core modules from components for the Wasm OCI artifact.
+//! - [`wasm`] tells core modules from components for the Wasm layouts,
+//! - [`registry`] pushes an image to a registry (OCI distribution API).
 
 pub mod cli;
 pub mod layer;
 pub mod layout;
+pub mod registry;
 pub mod wasm;
 
 use std::os::unix::fs::PermissionsExt;
@@ -17,29 +19,43 @@ use anyhow::{Context, Result};
 
 use cli::{BuildArgs, Layout};
 use layer::Layer;
-use layout::{compat_image, layout_tar, rfc3339, wasm_image, ExecConfig, Image};
+use layout::{
+    compat_image, component_layer_image, layout_tar, rfc3339, wasm_image, ExecConfig, Image,
+};
 
 /// Builds the image described by `args`; returns it and its layout tarball.
 pub fn build(args: &BuildArgs) -> Result<(Image, Vec<u8>)> {
     let created = rfc3339(source_date_epoch()?)?;
+    let exec = ExecConfig {
+        env: args.env.clone(),
+        entrypoint: args.entrypoint.clone(),
+        cmd: args.cmd.clone(),
+        working_dir: args.workdir.clone(),
+    };
     let image = match args.layout {
         Layout::Compat => {
             let layer = compat_layer(args)?;
-            let exec = ExecConfig {
-                env: args.env.clone(),
-                entrypoint: args.entrypoint.clone(),
-                cmd: args.cmd.clone(),
-                working_dir: args.workdir.clone(),
-            };
             compat_image(&layer, &exec, args.platform.clone(), &created)?
         }
-        Layout::Wasm => {
+        Layout::ComponentLayer | Layout::Wasm => {
             let path = args.module.as_deref().context("--module is required")?;
             let module = std::fs::read(path)
                 .with_context(|| format!("reading --module {}", path.display()))?;
-            let author = args.author.as_deref().unwrap_or("wasm-image");
-            wasm_image(module, author, &created)
-                .with_context(|| format!("--module {}", path.display()))?
+            let title = match &args.title {
+                Some(t) => t.clone(),
+                None => path
+                    .file_name()
+                    .context("--module has no file name")?
+                    .to_string_lossy()
+                    .into_owned(),
+            };
+            let built = if args.layout == Layout::Wasm {
+                let author = args.author.as_deref().unwrap_or("wasm-image");
+                wasm_image(module, &title, author, &created)
+            } else {
+                component_layer_image(module, &title, &exec, &created)
+            };
+            built.with_context(|| format!("--module {}", path.display()))?
         }
     };
     let tar = layout_tar(&image, &args.name)?;

@@ -240,6 +240,83 @@ fn wasm_artifact_for_a_core_module() {
         serde_json::json!([manifest["layers"][0]["digest"]])
     );
     assert!(config.get("component").is_none());
+    assert_eq!(
+        manifest["layers"][0]["annotations"][layout::ANNOTATION_TITLE],
+        "m.wasm"
+    );
+}
+
+#[test]
+fn component_layer_image_for_a_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = crate::wasm::tests::tiny_component();
+    let module = write(dir.path(), "c.wasm", &bytes, 0o644);
+    let args = parse(&[
+        "--name",
+        "n",
+        "--out",
+        "o",
+        "--layout",
+        "component-layer",
+        "--module",
+        &module,
+        "--env",
+        "A=1",
+    ]);
+    let (_, tar) = crate::build(&args).unwrap();
+    let (top, manifest, config, layers) = open_image(&tar);
+    assert_eq!(
+        top["platform"],
+        serde_json::json!({"architecture": "wasm", "os": "wasip2"})
+    );
+    assert_eq!(manifest["config"]["mediaType"], layout::MEDIA_TYPE_CONFIG);
+    let layer = &manifest["layers"][0];
+    assert_eq!(layer["mediaType"], layout::MEDIA_TYPE_COMPONENT_LAYER);
+    assert_eq!(layer["annotations"][layout::ANNOTATION_TITLE], "c.wasm");
+    assert_eq!(layers, [bytes]);
+    assert_eq!(
+        (config["os"].as_str(), config["architecture"].as_str()),
+        (Some("wasip2"), Some("wasm"))
+    );
+    assert_eq!(
+        config["config"],
+        serde_json::json!({"Env": ["A=1"], "Entrypoint": ["/c.wasm"]})
+    );
+    // No diff ids: containerd unpacks no layer of this image.
+    assert_eq!(
+        config["rootfs"],
+        serde_json::json!({"type": "layers", "diff_ids": []})
+    );
+
+    // A core module, titled and with its own command.
+    let module = write(dir.path(), "m.wasm", b"\0asm\x01\0\0\0", 0o644);
+    let args = parse(&[
+        "--name",
+        "n",
+        "--out",
+        "o",
+        "--layout",
+        "component-layer",
+        "--module",
+        &module,
+        "--title",
+        "app.wasm",
+        "--cmd",
+        "/app.wasm",
+        "--cmd",
+        "x",
+    ]);
+    let (_, tar) = crate::build(&args).unwrap();
+    let (top, manifest, config, _) = open_image(&tar);
+    assert_eq!(top["platform"]["os"], "wasip1");
+    assert_eq!(
+        manifest["layers"][0]["annotations"][layout::ANNOTATION_TITLE],
+        "app.wasm"
+    );
+    assert_eq!(
+        config["config"],
+        serde_json::json!({"Cmd": ["/app.wasm", "x"]})
+    );
 }
 
 #[test]

@@ -19,6 +19,7 @@ mod watchdog;
 pub use watchdog::EXIT_TIME_LIMIT;
 
 use crate::engine::{Engine, GuestExit};
+use crate::placement::Placement;
 use crate::policy::SandboxPolicy;
 use crate::source::ModuleKind;
 
@@ -27,6 +28,7 @@ use crate::source::ModuleKind;
 pub struct InstanceConfig {
     pub id: String,
     pub policy: SandboxPolicy,
+    pub placement: Placement,
     pub artifact: PathBuf,
     pub kind: ModuleKind,
     pub entry_function: Option<String>,
@@ -112,6 +114,12 @@ fn prepare<E: Engine>(bundle: &Path) -> anyhow::Result<Prepared> {
         &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
     )
     .with_context(|| format!("parsing {}", path.display()))?;
+    // First, so the kernel charges everything the engine does to the container.
+    let t_enter = Instant::now();
+    config
+        .placement
+        .enter(&config.id, !config.policy.network.is_closed())?;
+    let t_enter = t_enter.elapsed();
     let t0 = Instant::now();
     let engine = E::new().context("starting the engine")?;
     let loaded = engine.load(&config.artifact, config.kind)?;
@@ -124,8 +132,9 @@ fn prepare<E: Engine>(bundle: &Path) -> anyhow::Result<Prepared> {
     let t1 = Instant::now();
     let instance = loaded.instantiate(&config.policy, config.entry_function.as_deref())?;
     log::info!(
-        "{}: engine start + load {} us, instantiate {} us",
+        "{}: cgroup + netns {} us, engine start + load {} us, instantiate {} us",
         config.id,
+        t_enter.as_micros(),
         t_load.as_micros(),
         t1.elapsed().as_micros()
     );

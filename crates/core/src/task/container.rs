@@ -14,7 +14,9 @@ use oci_spec::runtime::Spec;
 use crate::artifact::Outcome;
 use crate::config::NodeConfig;
 use crate::error::{Error, IoContext, Result};
+use crate::image_layers::Containerd;
 use crate::instance::{self, InstanceConfig};
+use crate::placement::{CgroupPlacement, ContainerCgroup, Placement};
 use crate::policy::SandboxPolicy;
 use crate::source::ModuleSource;
 use crate::task::compile::Compiler;
@@ -31,8 +33,11 @@ pub enum Status {
 }
 
 pub struct Container {
+    id: String,
     bundle: PathBuf,
     pub pid: u32,
+    /// The cgroup the instance process joins, if the spec names one.
+    pub cgroup: Option<CgroupPlacement>,
     start_pipe: Option<File>,
     stdin_feeder: Option<StdinFeeder>,
     // Dropped (unmounted) before the rootfs they may sit in.
@@ -45,15 +50,21 @@ pub struct CreateRequest<'a> {
     pub id: &'a str,
     pub bundle: &'a Path,
     pub spec: &'a Spec,
-    /// The rootfs, already mounted (the task service looked at the entrypoint in it).
-    pub rootfs: Rootfs,
     pub stdio: &'a StdioPaths,
     pub terminal: bool,
+    /// containerd's API, for modules carried as image layers.
+    pub containerd: &'a Containerd,
 }
 
 impl Container {
     /// spec -> policy -> module source -> artifact -> instance process, ready to start.
-    pub fn create(req: CreateRequest<'_>, compiler: &Compiler, node: &NodeConfig) -> Result<Self> {
+    /// `rootfs` is already mounted: the task service looked at the entrypoint in it.
+    pub fn create(
+        req: CreateRequest<'_>,
+        rootfs: Rootfs,
+        compiler: &Compiler,
+        node: &NodeConfig,
+    ) -> Result<Self> {
         if req.terminal {
             return Err(Error::spec(
                 "process.terminal",
@@ -64,12 +75,12 @@ impl Container {
         let spec = req.spec;
         let mut policy = SandboxPolicy::from_spec(spec, req.bundle, node, &probe_source)?;
         let entry_function = SandboxPolicy::entry_function(spec);
+        let placement = Placement::from_spec(spec)?;
         let t_policy = t0.elapsed();
 
-        let rootfs = req.rootfs;
         let sandbox_mounts = SandboxMounts::set_up(&mut policy, req.bundle)?;
         let t1 = Instant::now();
-        let source = ModuleSource::from_entrypoint(&policy)?;
+        let source = module_source(&req, &policy)?;
         let t_source = t1.elapsed();
         let t2 = Instant::now();
         let (artifact, outcome) = compiler.artifact_for(&source)?;
@@ -93,6 +104,7 @@ impl Container {
         let config = InstanceConfig {
             id: req.id.to_string(),
             policy,
+            placement: placement.clone(),
             artifact: artifact.path,
             kind: source.kind,
             entry_function,
@@ -107,7 +119,17 @@ impl Container {
         let mut stdio = Stdio::open(req.stdio)?;
         let stdin_feeder = stdio.stdin_feeder.take();
         let t3 = Instant::now();
-        let (pid, start_pipe) = spawn_instance(req.bundle, stdio, &node.instance_env)?;
+        let (pid, start_pipe) =
+            spawn_instance(req.bundle, stdio, &node.instance_env).inspect_err(|_| {
+                // The instance may have made its cgroup before it failed.
+                if let Some(Err(e)) = placement
+                    .cgroup
+                    .as_ref()
+                    .map(|cg| ContainerCgroup::open(cg, req.id).and_then(|c| c.remove()))
+                {
+                    log::warn!("{}: {e}", req.id);
+                }
+            })?;
         let pid_file = req.bundle.join(crate::shim::PID_FILE);
         std::fs::write(&pid_file, pid.to_string())
             .io_context(|| format!("writing {}", pid_file.display()))?;
@@ -117,8 +139,10 @@ impl Container {
             t3.elapsed().as_micros()
         );
         Ok(Container {
+            id: req.id.to_string(),
             bundle: req.bundle.to_path_buf(),
             pid,
+            cgroup: placement.cgroup,
             start_pipe: Some(start_pipe),
             stdin_feeder,
             sandbox_mounts,
@@ -134,6 +158,14 @@ impl Container {
         pipe.write_all(b"s")
             .io_context(|| format!("starting instance {}", self.pid))?;
         Ok(())
+    }
+
+    /// The container's cgroup, for statistics and updates.
+    pub fn open_cgroup(&self) -> Result<Option<ContainerCgroup>> {
+        self.cgroup
+            .as_ref()
+            .map(|cg| ContainerCgroup::open(cg, &self.id))
+            .transpose()
     }
 
     pub fn close_stdin(&mut self) {
@@ -152,7 +184,48 @@ impl Container {
         for staging in ["scratch", "mounts"] {
             let _ = std::fs::remove_dir_all(self.bundle.join(staging));
         }
-        mounts.and(self.rootfs.unmount())
+        let cgroup = match self.open_cgroup() {
+            Ok(Some(cg)) => cg.remove(),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        mounts.and(self.rootfs.unmount()).and(cgroup)
+    }
+}
+
+/// The module the entrypoint names: a file of the rootfs, or else (a Wasm OCI image, whose
+/// module containerd does not unpack) the Wasm layer of the container's image. Only the
+/// second asks containerd anything, so compat images pay nothing for it.
+fn module_source(req: &CreateRequest<'_>, policy: &SandboxPolicy) -> Result<ModuleSource> {
+    let missing = match ModuleSource::from_entrypoint(policy) {
+        Err(Error::Entrypoint { path, reason }) if reason == crate::source::NO_SUCH_FILE => path,
+        other => return other,
+    };
+    let arg0 = &policy.args[0];
+    match req.containerd.layer_module(req.id, arg0) {
+        Ok(layer) => {
+            log::info!(
+                "{}: {arg0} is not in the rootfs: layer {} ({}, {} bytes) of image {} \
+                 from containerd's content store in {} us (connect {} us)",
+                req.id,
+                layer.source.digest,
+                layer.media_type,
+                layer.source.bytes.len(),
+                layer.image,
+                layer.total.as_micros(),
+                layer.connect.as_micros()
+            );
+            Ok(layer.source)
+        }
+        // Neither a file nor a layer: say both, the file first (the usual mistake).
+        Err(e @ (Error::Image { .. } | Error::Containerd { .. })) => Err(Error::Entrypoint {
+            path: missing,
+            reason: format!(
+                "{}, and it is not a Wasm layer of the image either: {e}",
+                crate::source::NO_SUCH_FILE
+            ),
+        }),
+        Err(e) => Err(e),
     }
 }
 

@@ -36,6 +36,8 @@ use oci_spec::runtime::Spec;
 
 use crate::config::NodeConfig;
 use crate::error::Error;
+use crate::image_layers::Containerd;
+use crate::placement::ContainerCgroup;
 use crate::source::probe_entrypoint;
 use container::{Container, CreateRequest, Status, REAP_TIMEOUT};
 use native::NativeContainer;
@@ -99,6 +101,14 @@ impl Backend {
         }
     }
 
+    /// The container's cgroup (`linux.cgroupsPath`), if the spec names one.
+    fn open_cgroup(&self) -> crate::Result<Option<ContainerCgroup>> {
+        match self {
+            Backend::Wasm(c) => c.open_cgroup(),
+            Backend::Native(c) => c.open_cgroup(),
+        }
+    }
+
     /// Exec processes exist only in native containers.
     fn native(&mut self) -> TtrpcResult<&mut NativeContainer> {
         match self {
@@ -157,19 +167,21 @@ pub struct TaskService {
     make_compiler: CompilerFactory,
     node: NodeConfig,
     exit_signal: Arc<ExitSignal>,
+    containerd: Containerd,
 }
 
 impl TaskService {
     pub fn new(
         publisher: RemotePublisher,
-        namespace: String,
+        containerd: Containerd,
         make_compiler: CompilerFactory,
         node: NodeConfig,
         exit_signal: Arc<ExitSignal>,
     ) -> Self {
         let service = TaskService {
             state: Arc::default(),
-            events: Arc::new(events::Events::new(publisher, namespace)),
+            events: Arc::new(events::Events::new(publisher, containerd.namespace.clone())),
+            containerd,
             compiler: OnceLock::new(),
             make_compiler,
             node,
@@ -238,10 +250,11 @@ impl TaskService {
                 id: &req.id,
                 bundle,
                 spec: &spec,
-                rootfs,
                 stdio,
                 terminal: req.terminal,
+                containerd: &self.containerd,
             },
+            rootfs,
             self.compiler()?,
             &self.node,
         )?;
@@ -369,7 +382,9 @@ fn parse_signal(signal: u32) -> TtrpcResult<nix::sys::signal::Signal> {
 impl From<Error> for ttrpc::Error {
     fn from(e: Error) -> Self {
         let code = match &e {
-            Error::Io { .. } | Error::Cache(_) | Error::Native { .. } => Code::INTERNAL,
+            Error::Io { .. } | Error::Cache(_) | Error::Cgroup(_) | Error::Native { .. } => {
+                Code::INTERNAL
+            }
             Error::Unsupported(_) => Code::UNIMPLEMENTED,
             _ => Code::INVALID_ARGUMENT,
         };
@@ -634,12 +649,18 @@ impl containerd_shim::Task for TaskService {
     }
 
     fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
-        let st = self.lock();
-        let task = st.container(&req.id)?;
-        let pids = match &task.backend {
-            Backend::Native(c) => c.pids()?,
-            Backend::Wasm(_) if task.init.status != Status::Stopped => vec![task.init.pid],
-            Backend::Wasm(_) => Vec::new(),
+        let (pid, status, cgroup) = {
+            let st = self.lock();
+            let task = st.container(&req.id)?;
+            (task.init.pid, task.init.status, task.backend.open_cgroup())
+        };
+        // The cgroup's members when there is one (containerd 1.7+ asks after a restart, and
+        // CRI's PodSandboxStats counts them): a native container's exec processes and their
+        // children too; else the init process while it lives.
+        let pids = match cgroup? {
+            Some(cg) if status != Status::Stopped => cg.pids()?,
+            _ if status != Status::Stopped => vec![pid],
+            _ => Vec::new(),
         };
         Ok(api::PidsResponse {
             processes: pids
@@ -658,7 +679,7 @@ impl containerd_shim::Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StatsRequest,
     ) -> TtrpcResult<api::StatsResponse> {
-        let pid = {
+        let (pid, cgroup) = {
             let st = self.lock();
             let task = st.container(&req.id)?;
             if task.init.status == Status::Stopped {
@@ -667,9 +688,12 @@ impl containerd_shim::Task for TaskService {
                     format!("container {}: process already finished", req.id),
                 ));
             }
-            task.init.pid
+            (task.init.pid, task.backend.open_cgroup())
         };
-        let metrics = metrics::read(pid)?;
+        let metrics = match cgroup? {
+            Some(cg) => metrics::from_cgroup(&cg.stats()?),
+            None => metrics::from_proc(pid)?,
+        };
         let mut any = Any::new();
         any.type_url = "io.containerd.cgroups.v1.Metrics".into();
         any.value = metrics
@@ -782,8 +806,35 @@ impl containerd_shim::Task for TaskService {
         Err(unimplemented("checkpoint"))
     }
 
-    fn update(&self, _ctx: &TtrpcContext, _req: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
-        Err(unimplemented("updating resources"))
+    /// New cgroup limits (CRI's UpdateContainerResources). The engine's linear-memory cap was
+    /// fixed when the instance was prepared: a lower memory limit is then enforced by the
+    /// kernel alone (the cgroup's OOM killer), a higher one does not raise the cap.
+    fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
+        let resources: oci_spec::runtime::LinuxResources = match req.resources.as_ref() {
+            Some(any) => serde_json::from_slice(&any.value).map_err(|e| {
+                status(
+                    Code::INVALID_ARGUMENT,
+                    format!("resources of {}: not OCI LinuxResources JSON: {e}", req.id),
+                )
+            })?,
+            None => return Ok(api::Empty::new()),
+        };
+        let cgroup = {
+            let st = self.lock();
+            st.container(&req.id)?.backend.open_cgroup()?
+        };
+        let Some(cgroup) = cgroup else {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!(
+                    "container {} has no cgroup (linux.cgroupsPath) to update",
+                    req.id
+                ),
+            ));
+        };
+        cgroup.apply(&resources)?;
+        log::info!("{}: resources updated", req.id);
+        Ok(api::Empty::new())
     }
 }
 

@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio as ProcessStdio};
 
 use containerd_shim::monitor::{monitor_subscribe, wait_pid, Topic};
-use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container as Libcontainer;
 use libcontainer::syscall::syscall::SyscallType;
@@ -31,6 +30,7 @@ use nix::fcntl::OFlag;
 use oci_spec::runtime::Spec;
 
 use crate::error::{Error, IoContext, Result};
+use crate::placement::{CgroupPlacement, ContainerCgroup, Placement};
 use crate::task::rootfs::Rootfs;
 use crate::task::stdio::{StdinFeeder, Stdio, StdioPaths};
 
@@ -45,7 +45,8 @@ pub struct NativeContainer {
     id: String,
     bundle: PathBuf,
     root: PathBuf,
-    cgroup: CgroupConfig,
+    /// The cgroup libcontainer made from `linux.cgroupsPath`, for Pids, Stats and Update.
+    cgroup: Option<CgroupPlacement>,
     node_env: Vec<(String, String)>,
     stdin_feeder: Option<StdinFeeder>,
     execs: HashMap<String, Exec>,
@@ -85,19 +86,15 @@ impl NativeContainer {
                 "{id}: this shim is built without libseccomp: the seccomp profile is not applied"
             );
         }
-        let cgroup_path = libcontainer::utils::get_cgroup_path(linux.cgroups_path(), id);
+        let cgroup = Placement::from_spec(spec)?.cgroup;
         // `slice:prefix:name` is the systemd driver's form (CRI with SystemdCgroup).
-        let systemd = !cgroup_path.starts_with("/") && cgroup_path.to_string_lossy().contains(':');
+        let systemd = cgroup.as_ref().is_some_and(|c| c.systemd);
         let root = bundle.join(STATE_DIR);
         let mut container = NativeContainer {
             id: id.to_string(),
             bundle: bundle.to_path_buf(),
             root,
-            cgroup: CgroupConfig {
-                cgroup_path,
-                systemd_cgroup: systemd,
-                container_name: id.to_string(),
-            },
+            cgroup,
             node_env: node_env.to_vec(),
             stdin_feeder: None,
             execs: HashMap::new(),
@@ -150,14 +147,11 @@ impl NativeContainer {
             .map_err(|e| native_error(format!("sending {signal}"), e))
     }
 
-    /// The pids of the container's cgroup: init, exec processes and their children.
-    pub fn pids(&self) -> Result<Vec<u32>> {
-        let manager = create_cgroup_manager(self.cgroup.clone())
-            .map_err(|e| native_error("opening the cgroup", e))?;
-        let pids = manager
-            .get_all_pids()
-            .map_err(|e| native_error("listing the cgroup's processes", e))?;
-        Ok(pids.into_iter().map(|p| p.as_raw() as u32).collect())
+    pub fn open_cgroup(&self) -> Result<Option<ContainerCgroup>> {
+        self.cgroup
+            .as_ref()
+            .map(|cg| ContainerCgroup::open(cg, &self.id))
+            .transpose()
     }
 
     pub fn close_stdin(&mut self, exec_id: &str) {

@@ -1,0 +1,727 @@
+//! Pods through CRI, as kubelet runs them: gRPC to containerd's CRI plugin
+//! (`e2e::cri`), against a private containerd started with
+//! `CTD_ENABLE_CRI=1` (scripts/test's `cri-<version>` phases).
+//!
+//! - `runc_*`: the harness itself, with the `runc` handler: pause + busybox
+//!   pods, exec, logs, stats, the memory limit, a containerd restart and the
+//!   clean-up checks. They must pass on every containerd version.
+//! - `wasm_*`: pods under the Wasm handler (`E2E_CRI_HANDLER`, default
+//!   `wasmtime`; e.g. `wasmedge`): the pause container and the busybox
+//!   sidecar run natively under that same handler, beside Wasm containers of
+//!   the `cri` guest (test-images/guests/cri).
+//!
+//! Tests that restart containerd take a write lock that every other test
+//! holds for reading, so a restart never lands in the middle of another
+//! test's calls.
+
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use e2e::cri::*;
+use e2e::{config, eventually, mounts_mentioning, processes_mentioning, shim_socket_path};
+
+static RESTART: RwLock<()> = RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    RESTART.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    RESTART.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The runtime handler of the Wasm pods.
+fn wasm_handler() -> String {
+    std::env::var("E2E_CRI_HANDLER")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "wasmtime".into())
+}
+
+fn cri() -> Cri {
+    let cri = Cri::connect().expect("connecting to containerd's CRI");
+    let (name, version, api) = cri.version().expect("CRI Version");
+    assert_eq!(name, "containerd", "runtime name");
+    assert_eq!(api, "v1", "CRI API version of containerd {version}");
+    cri
+}
+
+/// A busybox container that runs `script` with sh; it exits 0 on SIGTERM.
+fn busybox(name: &str, script: &str) -> ContainerConfigT {
+    let image = cri_image("busybox");
+    let script = format!("trap 'exit 0' TERM; {script}");
+    container_config(name, &image, &["sh", "-c", &script], &[])
+}
+
+type ContainerConfigT = k8s_cri::v1::ContainerConfig;
+
+/// A container of the `cri` Wasm guest: `/cri.wasm ARGS...`.
+fn wasm(name: &str, args: &[&str]) -> ContainerConfigT {
+    let image = cri_image("cri");
+    container_config(name, &image, &["/cri.wasm"], args)
+}
+
+/// The sidecar of the pods: idles, answering SIGTERM within a second.
+fn sidecar() -> ContainerConfigT {
+    busybox("sidecar", "while true; do sleep 1; done")
+}
+
+fn state_of(cri: &Cri, id: &str) -> ContainerState {
+    let s = cri.container_status(id).expect("ContainerStatus");
+    ContainerState::try_from(s.state).unwrap_or(ContainerState::ContainerUnknown)
+}
+
+/// The lines `stream` of a container's CRI log, partial lines joined.
+fn log_lines(pod: &Pod<'_>, name: &str, stream: &str) -> Vec<String> {
+    let lines = read_log(&pod.log_path(name)).unwrap_or_else(|e| panic!("{e}"));
+    log_text_lines(&lines, stream)
+}
+
+/// Polls the CRI log of container `name` until a stdout line satisfies `f`.
+#[track_caller]
+fn wait_log(pod: &Pod<'_>, name: &str, what: &str, f: impl Fn(&str) -> bool) {
+    let found = eventually(Duration::from_secs(20), || {
+        log_lines(pod, name, "stdout").iter().any(|l| f(l))
+    });
+    assert!(
+        found,
+        "no stdout line of {name} is {what} within 20s; the log:\n{}",
+        std::fs::read_to_string(pod.log_path(name)).unwrap_or_default()
+    );
+}
+
+/// What [`assert_nothing_left`] checks for, captured while the pod ran.
+struct PodTrace {
+    pod: String,
+    containers: Vec<String>,
+    netns: String,
+    sandbox_pid: u32,
+    ip: String,
+    cgroup_parent: String,
+}
+
+/// Records what the running `pod` holds on the host.
+fn trace(cri: &Cri, pod: &Pod<'_>, containers: &[&str]) -> PodTrace {
+    let (status, info) = cri.pod_status(&pod.id).expect("PodSandboxStatus");
+    let ip = status.network.map(|n| n.ip).unwrap_or_default();
+    let info: serde_json::Value = info
+        .get("info")
+        .and_then(|i| serde_json::from_str(i).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "PodSandboxStatus of {} has no verbose info: {info:?}",
+                pod.id
+            )
+        });
+    // The sandbox's network namespace, as its OCI spec names it.
+    let netns = info["runtimeSpec"]["linux"]["namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["type"] == "network")
+        .and_then(|n| n["path"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let sandbox_pid = info["pid"].as_u64().unwrap_or(0) as u32;
+    assert!(
+        !netns.is_empty() && sandbox_pid > 0,
+        "no netns path or pid in {info}"
+    );
+    PodTrace {
+        pod: pod.id.clone(),
+        containers: containers.iter().map(|c| c.to_string()).collect(),
+        netns,
+        sandbox_pid,
+        ip,
+        cgroup_parent: pod.cgroup_parent(),
+    }
+}
+
+/// After the pod was stopped and removed: no netns, veth, mount, process,
+/// cgroup, IPAM lease or shim state of it is left.
+#[track_caller]
+fn assert_nothing_left(cri: &Cri, t: &PodTrace) {
+    let mut left = Vec::new();
+    if cri.list_pods().expect("ListPodSandbox").contains(&t.pod) {
+        left.push(format!("pod {} is still listed", t.pod));
+    }
+    let containers = cri.list_containers(None).expect("ListContainers");
+    for (id, name, _) in &containers {
+        if t.containers.contains(id) {
+            left.push(format!("container {name} ({id}) is still listed"));
+        }
+    }
+    if std::path::Path::new(&t.netns).exists() {
+        left.push(format!("netns file {}", t.netns));
+    }
+    for id in std::iter::once(&t.pod).chain(&t.containers) {
+        for m in mounts_mentioning(id) {
+            left.push(format!("mount: {m}"));
+        }
+        for (pid, cmd) in processes_mentioning(id) {
+            left.push(format!("process {pid}: {cmd}"));
+        }
+        if shim_socket_path("k8s.io", id).exists() {
+            left.push(format!("shim socket of {id}"));
+        }
+        if let Some(state) = &config().state_dir {
+            for ns in [
+                "io.containerd.runtime.v2.task/k8s.io",
+                "io.containerd.runtime.v1.linux/k8s.io",
+            ] {
+                let p = state.join(ns).join(id);
+                if p.exists() {
+                    left.push(format!("shim state {}", p.display()));
+                }
+            }
+        }
+    }
+    for m in mounts_mentioning(&t.netns) {
+        left.push(format!("netns mount: {m}"));
+    }
+    if std::path::Path::new(&format!("/proc/{}", t.sandbox_pid)).exists() {
+        let cmd = std::fs::read(format!("/proc/{}/cmdline", t.sandbox_pid)).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains("pause") {
+            left.push(format!("sandbox process {}", t.sandbox_pid));
+        }
+    }
+    for d in cgroup_dirs(&t.cgroup_parent) {
+        left.push(format!("cgroup {}", d.display()));
+    }
+    let env = cri_env();
+    if let Some(bridge) = &env.bridge {
+        let out = std::process::Command::new("ip")
+            .args(["-o", "link", "show", "master", bridge])
+            .output()
+            .expect("running ip link");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for l in text.lines().filter(|l| !l.trim().is_empty()) {
+            left.push(format!("interface on {bridge}: {l}"));
+        }
+    }
+    if let (Some(dir), false) = (&env.ipam_dir, t.ip.is_empty()) {
+        for lease in e2e::files_named_like(dir, &t.ip) {
+            if lease
+                .file_name()
+                .map(|n| n == t.ip.as_str())
+                .unwrap_or(false)
+            {
+                left.push(format!("IPAM lease {}", lease.display()));
+            }
+        }
+    }
+    assert!(
+        left.is_empty(),
+        "left behind by pod {}:\n  {}",
+        t.pod,
+        left.join("\n  ")
+    );
+}
+
+/// Restarts the private containerd (scripts/lib/containerd.sh ctd_restart).
+fn restart_containerd() {
+    let lib = e2e::repo_root().join("scripts/lib/containerd.sh");
+    let out = e2e::run_with_timeout(
+        "bash",
+        &[
+            "-c".into(),
+            "source \"$1\" && ctd_restart".into(),
+            "bash".into(),
+            lib.to_string_lossy().into_owned(),
+        ],
+        e2e::Input::Null,
+        Duration::from_secs(60),
+    );
+    out.assert_success();
+}
+
+fn ip_in_subnet(ip: &str) {
+    if let Some(subnet) = cri_env().subnet {
+        let prefix = subnet.trim_end_matches("0/24");
+        assert!(
+            ip.starts_with(prefix),
+            "pod IP {ip} is not in the pod network {subnet}"
+        );
+    }
+}
+
+/// Checks CPU and memory figures of a running container's stats.
+#[track_caller]
+fn check_stats(what: &str, s: &ContainerStats, limit: Option<u64>) {
+    let cpu = s
+        .cpu
+        .as_ref()
+        .and_then(|c| c.usage_core_nano_seconds.as_ref())
+        .map(|v| v.value)
+        .unwrap_or(0);
+    assert!(
+        cpu > 0,
+        "{what}: CPU usage is 0 for a busy container: {s:?}"
+    );
+    let mem = s
+        .memory
+        .as_ref()
+        .unwrap_or_else(|| panic!("{what}: no memory stats: {s:?}"));
+    let ws = mem.working_set_bytes.as_ref().map(|v| v.value).unwrap_or(0);
+    assert!(ws > 0, "{what}: working set is 0: {s:?}");
+    if let Some(limit) = limit {
+        let avail = mem.available_bytes.as_ref().map(|v| v.value).unwrap_or(0);
+        assert!(
+            avail > 0 && avail <= limit && ws <= limit,
+            "{what}: availableBytes {avail} / workingSet {ws} not within the limit {limit}: {s:?}"
+        );
+    }
+}
+
+/// A pod under `handler` where the busy container `busy` runs with a memory
+/// limit: ContainerStats, ListContainerStats and PodSandboxStats.
+fn check_all_stats(cri: &Cri, pod: &Pod<'_>, busy: &str, limit: u64) {
+    // CPU accounting needs a moment of work.
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = cri.container_stats(busy).expect("ContainerStats");
+    check_stats("ContainerStats", &s, Some(limit));
+    let first = s
+        .cpu
+        .and_then(|c| c.usage_core_nano_seconds)
+        .map(|v| v.value)
+        .unwrap_or(0);
+    let all = cri
+        .list_container_stats(&pod.id)
+        .expect("ListContainerStats");
+    let listed = all
+        .iter()
+        .find(|s| s.attributes.as_ref().map(|a| a.id.as_str()) == Some(busy))
+        .unwrap_or_else(|| panic!("ListContainerStats has no entry for {busy}: {all:?}"));
+    check_stats("ListContainerStats", listed, Some(limit));
+    // Usage grows while it runs (polled for 10s: the machine may be loaded).
+    let mut again = first;
+    let grew = eventually(Duration::from_secs(10), || {
+        again = cri
+            .container_stats(busy)
+            .ok()
+            .and_then(|s| s.cpu)
+            .and_then(|c| c.usage_core_nano_seconds)
+            .map(|v| v.value)
+            .unwrap_or(0);
+        again > first
+    });
+    assert!(
+        grew,
+        "CPU usage of a busy container did not grow in 10s: {first} then {again}"
+    );
+    let ps = cri.pod_stats(&pod.id).expect("PodSandboxStats");
+    let linux = ps
+        .linux
+        .unwrap_or_else(|| panic!("PodSandboxStats without linux stats"));
+    let pod_cpu = linux
+        .cpu
+        .as_ref()
+        .and_then(|c| c.usage_core_nano_seconds.as_ref())
+        .map(|v| v.value)
+        .unwrap_or(0);
+    assert!(pod_cpu > 0, "PodSandboxStats: pod CPU usage is 0");
+    assert!(
+        linux
+            .containers
+            .iter()
+            .any(|c| c.attributes.as_ref().map(|a| a.id.as_str()) == Some(busy)),
+        "PodSandboxStats does not list {busy}: {:?}",
+        linux.containers
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The harness with runc.
+
+/// A runc pod with pause + busybox: network, exec, logs, stats, the memory
+/// limit, stop, remove and the clean-up checks.
+#[test]
+fn runc_pod_lifecycle() {
+    let _g = shared();
+    let cri = cri();
+    let pod = Pod::run(&cri, "runc-pod", "runc").expect("RunPodSandbox");
+    let ip = pod.ip().expect("pod IP");
+    ip_in_subnet(&ip);
+
+    // Logs: a long line (split into P parts), a burst, stderr, and a last
+    // line without a line end (a P line).
+    let spew = busybox(
+        "spew",
+        "s=xxxxxxxxxx; for i in 1 2 3 4 5 6 7 8 9 10 11 12; do s=$s$s; done; echo $s; \
+         i=1; while [ $i -le 20000 ]; do echo burst $i; i=$((i+1)); done; \
+         echo to stderr >&2; printf 'no newline at the end'",
+    );
+    let spew_id = pod.start(&spew).expect("starting spew");
+    let busy = with_memory_limit(
+        busybox(
+            "busy",
+            "i=0; while true; do i=$((i+1)); [ $((i % 100000)) = 0 ] && echo tick $i; done",
+        ),
+        64 << 20,
+    );
+    let busy_id = pod.start(&busy).expect("starting busy");
+    let side_id = pod.start(&sidecar()).expect("starting sidecar");
+
+    // ExecSync into the sidecar.
+    let r = cri
+        .exec_sync(
+            &side_id,
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+            10,
+        )
+        .expect("ExecSync");
+    assert_eq!(
+        (r.stdout.as_str(), r.stderr.as_str(), r.code),
+        ("out\n", "err\n", 3),
+        "{r:?}"
+    );
+
+    let st = cri
+        .wait_container_state(
+            &spew_id,
+            ContainerState::ContainerExited,
+            Duration::from_secs(60),
+        )
+        .expect("spew exits");
+    assert_eq!(
+        (st.exit_code, st.reason.as_str()),
+        (0, "Completed"),
+        "{}",
+        describe_status(&st)
+    );
+    check_spew_log(&pod, "spew", 40960);
+
+    check_all_stats(&cri, &pod, &busy_id, 64 << 20);
+
+    // The memory limit: a shell string doubling until the cgroup's OOM
+    // killer ends it; CRI says why.
+    let hog = with_memory_limit(
+        busybox("hog", "s=xxxxxxxxxxxxxxxx; while true; do s=$s$s; done"),
+        32 << 20,
+    );
+    let hog_id = pod.start(&hog).expect("starting hog");
+    let st = cri
+        .wait_container_state(
+            &hog_id,
+            ContainerState::ContainerExited,
+            Duration::from_secs(60),
+        )
+        .expect("hog is stopped");
+    assert!(
+        st.exit_code != 0 && st.reason == "OOMKilled",
+        "{}",
+        describe_status(&st)
+    );
+
+    let t = trace(&cri, &pod, &[&spew_id, &busy_id, &side_id, &hog_id]);
+    assert_eq!(state_of(&cri, &side_id), ContainerState::ContainerRunning);
+    pod.remove().expect("stopping and removing the pod");
+    assert_nothing_left(&cri, &t);
+}
+
+/// What the `spew` containers wrote, as the CRI log shows it.
+#[track_caller]
+fn check_spew_log(pod: &Pod<'_>, name: &str, long: usize) {
+    let raw = read_log(&pod.log_path(name)).unwrap_or_else(|e| panic!("{e}"));
+    let out = log_text_lines(&raw, "stdout");
+    assert!(
+        raw.iter().any(|l| l.partial && l.text.starts_with('x')),
+        "the 40000-byte line was not split into partial (P) lines"
+    );
+    let first = out.first().map(String::as_str).unwrap_or("");
+    assert!(
+        first.len() == long && first.bytes().all(|b| b == b'x'),
+        "the first line should be {long} x, it is {} bytes: {:?}...",
+        first.len(),
+        first.chars().take(50).collect::<String>()
+    );
+    let burst: Vec<&String> = out.iter().filter(|l| l.starts_with("burst ")).collect();
+    assert_eq!(burst.len(), 20000, "burst lines in the log");
+    for (i, l) in burst.iter().enumerate() {
+        assert_eq!(
+            **l,
+            format!("burst {}", i + 1),
+            "burst line {} out of order",
+            i + 1
+        );
+    }
+    let last = raw
+        .iter()
+        .rfind(|l| l.stream == "stdout")
+        .expect("stdout lines");
+    assert!(
+        last.partial && last.text == "no newline at the end",
+        "the last stdout line should be a P line 'no newline at the end': {last:?}"
+    );
+    assert_eq!(log_text_lines(&raw, "stderr"), ["to stderr"]);
+}
+
+/// containerd restarts with a runc pod running: it stays RUNNING, keeps
+/// logging, exec works, and stop/remove afterwards leave nothing.
+#[test]
+fn runc_pod_survives_containerd_restart() {
+    let _g = exclusive();
+    let cri = cri();
+    let pod = Pod::run(&cri, "runc-restart", "runc").expect("RunPodSandbox");
+    let ticker = pod
+        .start(&busybox(
+            "ticker",
+            "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done",
+        ))
+        .expect("starting ticker");
+    wait_log(&pod, "ticker", "a tick", |l| l.starts_with("tick "));
+    check_restart(&cri, pod, &ticker, None);
+}
+
+/// Restarts containerd and checks the pod `pod` with the logging container
+/// `ticker` (and `sidecar`, if any) afterwards, then removes it.
+fn check_restart(cri: &Cri, pod: Pod<'_>, ticker: &str, sidecar: Option<&str>) {
+    let mut ids = vec![ticker];
+    ids.extend(sidecar);
+    let t = trace(cri, &pod, &ids);
+    restart_containerd();
+    let cri2 = cri.reconnect().expect("reconnecting");
+    // Pods and containers are reloaded from containerd's store.
+    let ok = eventually(Duration::from_secs(20), || {
+        cri2.container_status(ticker)
+            .map(|s| s.state == ContainerState::ContainerRunning as i32)
+            .unwrap_or(false)
+    });
+    assert!(
+        ok,
+        "{ticker} is not RUNNING after the restart: {:?}",
+        cri2.container_status(ticker).map(|s| describe_status(&s))
+    );
+    let (status, _) = cri2
+        .pod_status(&pod.id)
+        .expect("PodSandboxStatus after the restart");
+    assert_eq!(
+        status.state, 0,
+        "pod is not SANDBOX_READY after the restart: {status:?}"
+    );
+    let before = log_lines(&pod, "ticker", "stdout").len();
+    let grew = eventually(Duration::from_secs(10), || {
+        log_lines(&pod, "ticker", "stdout").len() > before + 2
+    });
+    assert!(
+        grew,
+        "{ticker} stopped logging after the restart ({before} lines)"
+    );
+    if let Some(side) = sidecar {
+        let r = cri2
+            .exec_sync(side, &["echo", "after restart"], 10)
+            .expect("ExecSync after the restart");
+        assert_eq!((r.stdout.as_str(), r.code), ("after restart\n", 0), "{r:?}");
+    }
+    // Remove through the new connection.
+    let mut pod = pod;
+    pod.disarm();
+    cri2.stop_pod(&pod.id)
+        .expect("StopPodSandbox after the restart");
+    cri2.remove_pod(&pod.id)
+        .expect("RemovePodSandbox after the restart");
+    remove_cgroup(&pod.cgroup_parent()).expect("removing the pod cgroup");
+    assert_nothing_left(&cri2, &t);
+}
+
+// ---------------------------------------------------------------------------
+// Wasm pods: the pause container and the busybox sidecar run natively under
+// the Wasm handler, next to Wasm containers.
+
+/// The Wasm HTTP server guest answers on the pod IP from the host and on
+/// localhost from the sidecar; its log has the requests; exec into it fails
+/// clearly, exec into the sidecar works.
+#[test]
+fn wasm_pod_serves_http() {
+    let _g = shared();
+    let cri = cri();
+    let handler = wasm_handler();
+    let pod = Pod::run(&cri, "wasm-http", &handler).expect("RunPodSandbox");
+    let ip = pod.ip().expect("pod IP");
+    ip_in_subnet(&ip);
+    let greeting = format!("from-{}", pod.id.get(..12).unwrap_or(&pod.id));
+    let server = with_annotation(
+        with_env(wasm("server", &["serve", "8080"]), "GREETING", &greeting),
+        "wasm-shim/net-listen",
+        "*:8080",
+    );
+    let server_id = pod.start(&server).expect("starting the Wasm server");
+    let side_id = pod.start(&sidecar()).expect("starting the sidecar");
+    wait_log(&pod, "server", "'listening on 0.0.0.0:8080'", |l| {
+        l == "listening on 0.0.0.0:8080"
+    });
+
+    let (head, body) = http_get(&format!("{ip}:8080"), "/from-host", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("GET from the host: {e}"));
+    assert!(head.contains("200"), "status line {head:?}");
+    assert_eq!(
+        body,
+        format!("hello from the cri guest\nGREETING={greeting}\npath=/from-host\n")
+    );
+
+    let r = cri
+        .exec_sync(
+            &side_id,
+            &[
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                "http://127.0.0.1:8080/from-sidecar",
+            ],
+            20,
+        )
+        .expect("ExecSync wget in the sidecar");
+    assert_eq!(r.code, 0, "wget from the sidecar: {r:?}");
+    assert_eq!(
+        r.stdout,
+        format!("hello from the cri guest\nGREETING={greeting}\npath=/from-sidecar\n")
+    );
+    wait_log(&pod, "server", "'request /from-sidecar'", |l| {
+        l == "request /from-sidecar"
+    });
+    assert!(log_lines(&pod, "server", "stdout")
+        .iter()
+        .any(|l| l == "request /from-host"));
+
+    match cri.exec_sync(&server_id, &["/cri.wasm", "spew"], 10) {
+        Ok(r) => panic!("exec into a Wasm container should fail, it returned {r:?}"),
+        Err(e) => assert!(
+            e.to_string().to_lowercase().contains("not supported"),
+            "exec into a Wasm container should fail as not supported: {e}"
+        ),
+    }
+    assert_eq!(state_of(&cri, &server_id), ContainerState::ContainerRunning);
+
+    let t = trace(&cri, &pod, &[&server_id, &side_id]);
+    pod.remove().expect("stopping and removing the pod");
+    assert_nothing_left(&cri, &t);
+}
+
+/// The CRI log of a Wasm guest: a long line as P parts, a burst of 20000
+/// lines in order, stderr, a last line without a line end.
+#[test]
+fn wasm_logs() {
+    let _g = shared();
+    let cri = cri();
+    let pod = Pod::run(&cri, "wasm-logs", &wasm_handler()).expect("RunPodSandbox");
+    let id = pod.start(&wasm("spew", &["spew"])).expect("starting spew");
+    let st = cri
+        .wait_container_state(
+            &id,
+            ContainerState::ContainerExited,
+            Duration::from_secs(60),
+        )
+        .expect("spew exits");
+    assert_eq!(
+        (st.exit_code, st.reason.as_str()),
+        (0, "Completed"),
+        "{}",
+        describe_status(&st)
+    );
+    check_spew_log(&pod, "spew", 40000);
+    let t = trace(&cri, &pod, &[&id]);
+    pod.remove().expect("stopping and removing the pod");
+    assert_nothing_left(&cri, &t);
+}
+
+/// Stats of a busy Wasm guest with a memory limit, through all three calls.
+#[test]
+fn wasm_stats() {
+    let _g = shared();
+    let cri = cri();
+    let pod = Pod::run(&cri, "wasm-stats", &wasm_handler()).expect("RunPodSandbox");
+    let limit = 64u64 << 20;
+    let id = pod
+        .start(&with_memory_limit(
+            wasm("busy", &["tick", "500"]),
+            limit as i64,
+        ))
+        .expect("starting busy");
+    wait_log(&pod, "busy", "a tick", |l| l.starts_with("tick "));
+    check_all_stats(&cri, &pod, &id, limit);
+    let t = trace(&cri, &pod, &[&id]);
+    pod.remove().expect("stopping and removing the pod");
+    assert_nothing_left(&cri, &t);
+}
+
+/// A Wasm guest that grows its memory past the container's limit is stopped,
+/// and ContainerStatus says it was the memory limit (OOMKilled, as for a
+/// Linux container).
+#[test]
+fn wasm_memory_limit() {
+    let _g = shared();
+    let cri = cri();
+    let pod = Pod::run(&cri, "wasm-oom", &wasm_handler()).expect("RunPodSandbox");
+    let id = pod
+        .start(&with_memory_limit(wasm("grow", &["grow"]), 48 << 20))
+        .expect("starting grow");
+    let st = cri
+        .wait_container_state(
+            &id,
+            ContainerState::ContainerExited,
+            Duration::from_secs(60),
+        )
+        .expect("grow is stopped");
+    assert!(
+        st.exit_code != 0 && st.reason == "OOMKilled",
+        "{}",
+        describe_status(&st)
+    );
+    assert!(
+        log_lines(&pod, "grow", "stdout")
+            .iter()
+            .any(|l| l.starts_with("grew ")),
+        "the guest did not get to allocate anything"
+    );
+    let t = trace(&cri, &pod, &[&id]);
+    pod.remove().expect("stopping and removing the pod");
+    assert_nothing_left(&cri, &t);
+}
+
+/// Stopping a long-running (busy) Wasm guest with a 30 s grace period ends it
+/// in well under that: SIGTERM interrupts it (exit 143).
+#[test]
+fn wasm_stop_is_prompt() {
+    let _g = shared();
+    let cri = cri();
+    let pod = Pod::run(&cri, "wasm-stop", &wasm_handler()).expect("RunPodSandbox");
+    let id = pod
+        .start(&wasm("busy", &["tick", "1000"]))
+        .expect("starting busy");
+    wait_log(&pod, "busy", "a tick", |l| l.starts_with("tick "));
+    let start = Instant::now();
+    cri.stop_container(&id, 30).expect("StopContainer");
+    let took = start.elapsed();
+    let st = cri.container_status(&id).expect("ContainerStatus");
+    assert!(
+        took < Duration::from_secs(5),
+        "StopContainer took {took:?} of a 30s grace period"
+    );
+    assert_eq!(st.exit_code, 143, "{}", describe_status(&st));
+    let t = trace(&cri, &pod, &[&id]);
+    let start = Instant::now();
+    pod.remove().expect("stopping and removing the pod");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "StopPodSandbox + Remove took {:?}",
+        start.elapsed()
+    );
+    assert_nothing_left(&cri, &t);
+}
+
+/// containerd restarts with a Wasm pod (a logging Wasm guest and the busybox
+/// sidecar) running: both stay RUNNING, the log keeps growing, exec into the
+/// sidecar works, and stop/remove afterwards leave nothing.
+#[test]
+fn wasm_pod_survives_containerd_restart() {
+    let _g = exclusive();
+    let cri = cri();
+    let pod = Pod::run(&cri, "wasm-restart", &wasm_handler()).expect("RunPodSandbox");
+    let ticker = pod
+        .start(&wasm("ticker", &["tick", "200"]))
+        .expect("starting ticker");
+    let side = pod.start(&sidecar()).expect("starting the sidecar");
+    wait_log(&pod, "ticker", "a tick", |l| l.starts_with("tick "));
+    check_restart(&cri, pod, &ticker, Some(&side));
+}

@@ -1,0 +1,359 @@
+#!/usr/bin/env bash
+# Node installer of the containerd Wasm shims: puts the shim binaries on
+# containerd's PATH, adds their runtimes to containerd's CRI config (config
+# version 2 for containerd 1.x, version 3 for 2.x) and restarts containerd if
+# the config changed. Running it again changes nothing.
+#
+# Usage: install.sh [OPTIONS]
+#
+#   --root DIR             the node's root file system (default /; the
+#                          DaemonSet mounts the host's / at /host). Every path
+#                          below is inside it.
+#   --bin-src DIR          folder holding containerd-shim-<engine>-v1
+#                          (default: this script's folder)
+#   --bin-dir DIR          where to install them (default /usr/local/bin; it
+#                          must be on containerd's PATH)
+#   --runtimes LIST        comma-separated engines to configure, of wasmtime
+#                          and wasmedge (default: every shim in --bin-src)
+#   --config FILE          containerd config (default /etc/containerd/config.toml)
+#   --config-version 2|3   version of a config created from nothing (default:
+#                          3 if `containerd --version` says 2.x, else 2)
+#   --containerd BIN       containerd binary to ask for its version, run as
+#                          given (default: containerd on the node's PATH,
+#                          through chroot when --root is not /)
+#   --restart-cmd CMD      how to restart containerd (default:
+#                          `systemctl restart containerd` when systemd runs)
+#   --no-restart           never restart containerd (say so instead)
+#
+# The config is edited as text: containerd's own file is read with Python's
+# tomllib to learn its version and what it already defines, and the runtimes
+# go into one block between two marker comments, appended at the end on the
+# first run and rewritten in place on later runs. Nothing outside the block
+# is changed; before a changed config is written, the original is copied to
+# FILE.bak.<UTC time>. The result is parsed again and checked before it
+# replaces the file (atomically), so a config whose layout does not allow the
+# block (e.g. the runtimes defined as an inline table) is refused, untouched.
+#
+# Each runtime table: runtime_type io.containerd.<engine>.v1 and
+# pod_annotations ["wasm-shim/*"], without which CRI does not pass the
+# shim's pod annotations (wasm-shim/net-listen, ...) into the container spec.
+# containerd 1.x drops its built-in runc runtime as soon as the config names
+# any runtime, and its CRI plugin then fails to load, so when the config does
+# not define runc the block defines it too (runtime_type io.containerd.runc.v2).
+#
+# Exit status: 0 done (changed or not), 1 error, 2 usage, 3 a runtime of the
+# same name is already configured differently outside the block (untouched).
+set -euo pipefail
+
+log() { printf '[wasm-shim-install] %s\n' "$*" >&2; }
+die() {
+    log "$*"
+    exit 1
+}
+usage() {
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+}
+
+root=/
+bin_src="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+bin_dir=/usr/local/bin
+runtimes=""
+config=/etc/containerd/config.toml
+config_version=""
+containerd_bin=""
+restart_cmd=""
+restart=1
+
+while (($#)); do
+    case "$1" in
+        --root | --bin-src | --bin-dir | --runtimes | --config | --config-version | --containerd | --restart-cmd)
+            (($# >= 2)) || {
+                log "$1 needs a value"
+                exit 2
+            }
+            case "$1" in
+                --root) root="$2" ;;
+                --bin-src) bin_src="$2" ;;
+                --bin-dir) bin_dir="$2" ;;
+                --runtimes) runtimes="$2" ;;
+                --config) config="$2" ;;
+                --config-version) config_version="$2" ;;
+                --containerd) containerd_bin="$2" ;;
+                --restart-cmd) restart_cmd="$2" ;;
+            esac
+            shift 2
+            ;;
+        --no-restart)
+            restart=0
+            shift
+            ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *)
+            log "unknown argument '$1' (--help lists the options)"
+            exit 2
+            ;;
+    esac
+done
+
+[[ -d "$root" ]] || die "--root $root is not a folder"
+root="$(cd "$root" && pwd)"
+# in_root PATH: PATH (absolute, as the node sees it) from here.
+in_root() {
+    if [[ "$root" == / ]]; then
+        printf '%s' "$1"
+    else
+        printf '%s%s' "$root" "$1"
+    fi
+}
+[[ "$bin_dir" == /* && "$config" == /* ]] || die "--bin-dir and --config must be absolute paths (inside --root)"
+case "$config_version" in
+    "" | 2 | 3) ;;
+    *)
+        log "--config-version must be 2 or 3"
+        exit 2
+        ;;
+esac
+
+# The engines to configure.
+declare -a engines=()
+if [[ -n "$runtimes" ]]; then
+    IFS=, read -r -a engines <<<"$runtimes"
+else
+    for e in wasmtime wasmedge; do
+        [[ -f "$bin_src/containerd-shim-$e-v1" ]] && engines+=("$e")
+    done
+    ((${#engines[@]})) || die "no containerd-shim-wasmtime-v1 or containerd-shim-wasmedge-v1 in $bin_src (--bin-src)"
+fi
+for e in "${engines[@]}"; do
+    case "$e" in
+        wasmtime | wasmedge) ;;
+        *)
+            log "unknown runtime '$e' in --runtimes (known: wasmtime, wasmedge)"
+            exit 2
+            ;;
+    esac
+done
+
+# 1. The binaries: replaced by rename (a running shim keeps its old file), and
+#    only when they differ, so a second run writes nothing.
+dest_dir="$(in_root "$bin_dir")"
+mkdir -p "$dest_dir"
+for e in "${engines[@]}"; do
+    name="containerd-shim-$e-v1"
+    src="$bin_src/$name" dest="$dest_dir/$name"
+    if [[ -f "$src" ]]; then
+        if [[ -f "$dest" ]] && cmp -s "$src" "$dest"; then
+            log "$bin_dir/$name is up to date"
+        else
+            tmp="$(mktemp "$dest_dir/.$name.XXXXXX")"
+            cp "$src" "$tmp"
+            chmod 0755 "$tmp"
+            mv -f "$tmp" "$dest"
+            log "installed $bin_dir/$name"
+        fi
+    elif [[ -x "$dest" ]]; then
+        log "no $name in $bin_src; keeping the installed $bin_dir/$name"
+    else
+        die "no $name in $bin_src (--bin-src) nor in $bin_dir"
+    fi
+done
+
+# 2. The config.
+config_path="$(in_root "$config")"
+if [[ -z "$config_version" && ! -s "$config_path" ]]; then
+    # A new config: its version follows containerd's major version.
+    if [[ -n "$containerd_bin" ]]; then
+        ver_out="$("$containerd_bin" --version 2>/dev/null)" || ver_out=""
+    elif [[ "$root" == / ]]; then
+        containerd_bin=containerd
+        ver_out="$(containerd --version 2>/dev/null)" || ver_out=""
+    else
+        containerd_bin="chroot $root containerd"
+        ver_out="$(chroot "$root" containerd --version 2>/dev/null)" || ver_out=""
+    fi
+    # "containerd github.com/containerd/containerd[/v2] v2.1.9 <revision>"
+    ver="$(awk '{print $3}' <<<"$ver_out")"
+    ver="${ver#v}"
+    case "$ver" in
+        1.*) config_version=2 ;;
+        [2-9].*) config_version=3 ;;
+        *) die "no config at $config and cannot tell containerd's version from '$containerd_bin --version' ($ver_out); pass --config-version 2 (containerd 1.x) or 3 (2.x)" ;;
+    esac
+    log "containerd $ver: a new config gets version $config_version"
+fi
+
+PYTHON="${PYTHON:-python3}"
+command -v "$PYTHON" >/dev/null || die "$PYTHON not found: the config is read with Python 3.11+ (tomllib)"
+rc=0
+result="$("$PYTHON" - "$config_path" "${config_version:-0}" "${engines[@]}" <<'PY'
+import os, re, shutil, sys, tempfile, time
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    try:
+        import tomli as tomllib
+    except ImportError:
+        sys.exit("needs Python 3.11+ (tomllib) or the tomli module")
+
+path, new_version, engines = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+BEGIN = "# >>> containerd-shim-wasm runtimes (written by install.sh; edit outside this block) >>>"
+END = "# <<< containerd-shim-wasm runtimes <<<"
+CRI = {2: "io.containerd.grpc.v1.cri", 3: "io.containerd.cri.v1.runtime"}
+
+
+def fail(msg, code=1):
+    print(msg, file=sys.stderr)
+    sys.exit(code)
+
+
+def parse(text, what):
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        fail(f"{what} is not valid TOML: {e}")
+
+
+def runtimes_of(cfg, version):
+    c = cfg.get("plugins", {}).get(CRI[version], {}).get("containerd", {})
+    return c.get("runtimes", {}), c.get("default_runtime_name", "runc")
+
+
+try:
+    with open(path, encoding="utf-8") as f:
+        old = f.read()
+    exists = True
+except FileNotFoundError:
+    old, exists = "", False
+
+# Split off our block, if there is one.
+lines = old.splitlines(keepends=True)
+starts = [i for i, l in enumerate(lines) if l.rstrip("\r\n") == BEGIN]
+ends = [i for i, l in enumerate(lines) if l.rstrip("\r\n") == END]
+if len(starts) > 1 or len(ends) > 1 or len(starts) != len(ends) or (starts and ends[0] < starts[0]):
+    fail(f"{path}: the markers of the managed block are broken; fix or remove them by hand:\n  {BEGIN}\n  {END}")
+if starts:
+    before, after = "".join(lines[: starts[0]]), "".join(lines[ends[0] + 1 :])
+else:
+    before, after = old, ""
+    if before and not before.endswith("\n"):
+        before += "\n"
+rest = before + after
+
+cfg = parse(rest, path)
+if rest.strip():
+    if "version" not in cfg:
+        fail(f"{path} has no `version`: it is a version 1 config, which this installer does not edit; "
+             "convert it first (`containerd config migrate` on 2.x, or write it as version 2)")
+    version = cfg["version"]
+    if version not in CRI:
+        fail(f"{path} has version = {version!r}; this installer knows versions 2 (containerd 1.x) and 3 (2.x)")
+else:
+    if new_version not in CRI:
+        fail("internal: no config version for a new config")
+    version = new_version
+    rest = before = f"version = {version}\n"
+    after = ""
+
+plugin = CRI[version]
+have, default_name = runtimes_of(cfg, version)
+tables = []
+for engine in engines:
+    rtype = f"io.containerd.{engine}.v1"
+    if engine in have:
+        got = have[engine].get("runtime_type")
+        if got != rtype:
+            fail(f"{path} already defines the runtime {engine!r} with runtime_type {got!r} outside the "
+                 f"managed block; not touching it (expected {rtype!r})", 3)
+        print(f"runtime {engine} is already configured outside the managed block", file=sys.stderr)
+        continue
+    tables.append((engine, rtype, True))
+# containerd 1.x replaces its built-in runtimes by the config's as soon as it
+# names one: keep the default runtime alive if the config leaves it to the default.
+if version == 2 and tables and default_name == "runc" and "runc" not in have:
+    tables.insert(0, ("runc", "io.containerd.runc.v2", False))
+
+block = ""
+if tables:
+    out = [BEGIN]
+    for name, rtype, wasm in tables:
+        out.append(f'[plugins."{plugin}".containerd.runtimes.{name}]')
+        out.append(f'  runtime_type = "{rtype}"')
+        if wasm:
+            out.append('  pod_annotations = ["wasm-shim/*"]')
+    out.append(END)
+    block = "\n".join(out) + "\n"
+    if not starts and before.strip():
+        block = "\n" + block  # a blank line between the config and a new block
+new = before + block + after
+
+# The result must parse and say what we meant, or nothing is written.
+check = parse(new, "the edited config")
+got, _ = runtimes_of(check, version)
+for engine in engines:
+    if got.get(engine, {}).get("runtime_type") != f"io.containerd.{engine}.v1":
+        fail(f"{path}: after adding the block, runtime {engine!r} does not read back as configured "
+             "(its tables may be laid out in a way a block at the end cannot extend); not written")
+
+if exists and new == old:
+    print("unchanged")
+    sys.exit(0)
+
+d = os.path.dirname(path) or "."
+os.makedirs(d, mode=0o755, exist_ok=True)
+fd, tmp = tempfile.mkstemp(dir=d, prefix=".config.toml.")
+try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(new)
+    if exists:
+        st = os.stat(path)
+        os.chmod(tmp, st.st_mode & 0o7777)
+        os.chown(tmp, st.st_uid, st.st_gid)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        backup, n = f"{path}.bak.{stamp}", 1
+        while os.path.exists(backup):
+            backup, n = f"{path}.bak.{stamp}.{n}", n + 1
+        shutil.copy2(path, backup)
+        print(f"backup: {backup}", file=sys.stderr)
+    else:
+        os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+except BaseException:
+    if os.path.exists(tmp):
+        os.unlink(tmp)
+    raise
+print("created" if not exists else "changed")
+PY
+)" || rc=$?
+if ((rc != 0)); then
+    log "config $config not changed"
+    exit "$rc"
+fi
+
+case "$result" in
+    unchanged)
+        log "config $config already up to date: containerd not restarted"
+        exit 0
+        ;;
+    created | changed) log "config $config $result (runtimes: ${engines[*]})" ;;
+    *) die "unexpected result from the config editor: $result" ;;
+esac
+
+# 3. containerd reads its config at start only.
+if ((restart == 0)); then
+    log "--no-restart: restart containerd yourself for the runtimes to take effect"
+    exit 0
+fi
+if [[ -z "$restart_cmd" ]]; then
+    if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+        restart_cmd="systemctl restart containerd"
+    else
+        die "no systemd here: restart containerd yourself, or pass --restart-cmd CMD (or --no-restart)"
+    fi
+fi
+log "restarting containerd: $restart_cmd"
+bash -c "$restart_cmd"
+log "done"
