@@ -192,7 +192,7 @@ wasm_layout hello-artifact localhost/test/hello-artifact:latest \
 busybox="${BUSYBOX:-/bin/busybox}"
 [[ -x "$busybox" ]] || die "$busybox not found: apt-get install busybox-static"
 links=()
-for applet in sh echo sleep cat true wget; do
+for applet in sh echo sleep cat true wget ls ps kill hostname; do
     links+=(--symlink "/bin/$applet:busybox")
 done
 image busybox localhost/test/busybox:latest \

@@ -41,6 +41,14 @@ pub enum Error {
     #[error("artifact cache: {0}")]
     Cache(String),
 
+    /// A native (non-Wasm) container could not be run by libcontainer.
+    #[error("native container: {context}: {reason}")]
+    Native { context: String, reason: String },
+
+    /// The request is valid but this shim does not support it (answered `UNIMPLEMENTED`).
+    #[error("{0}")]
+    Unsupported(String),
+
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -18,7 +18,7 @@ use crate::config::NodeConfig;
 use crate::engine::Engine;
 use crate::image_layers::Containerd;
 use crate::source::ModuleSource;
-use crate::task::{compile, Compiler, TaskService};
+use crate::task::{compile, native, Compiler, TaskService};
 use crate::{instance, shim_log};
 
 /// CRI groups a pod's containers under one shim with this annotation.
@@ -36,6 +36,10 @@ pub fn main<E: Engine>(runtime_id: &str) {
             instance::run::<E>(Path::new(&args[2]))
         }
         Some(compile::SUBCOMMAND) => compile_artifact::<E>(&args[2..]),
+        Some(native::SUBCOMMAND) => {
+            shim_log::init_fifo_logger(node.log_level);
+            native::helper_main(&args[2..])
+        }
         Some("compile") => precompile_cli::<E>(&node, &args[2..]),
         Some("--version") | Some("version") => {
             println!("{} {} ({})", runtime_id, env!("CARGO_PKG_VERSION"), E::NAME);
@@ -137,6 +141,8 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 
 pub struct WasmShim<E> {
     namespace: String,
+    /// The container id containerd started (or deletes) this shim for.
+    id: String,
     /// containerd's gRPC socket, for reading Wasm layers from its content store.
     address: String,
     /// The ttrpc socket this server listens on (`unix:///run/containerd/s/...`).
@@ -151,6 +157,7 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
     fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         WasmShim {
             namespace: args.namespace.clone(),
+            id: args.id.clone(),
             address: args.address.clone(),
             socket: args.socket.clone(),
             exit: Arc::default(),
@@ -171,6 +178,8 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
         // containerd runs `delete` in the bundle folder when the shim is gone.
         let bundle = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
         kill_orphan_instance(&bundle);
+        // A native container's processes, cgroup and libcontainer state.
+        native::delete_orphan(&bundle, &self.id);
         // Staged mounts and tmpfs scratch folders first; a lazy unmount of the rootfs takes
         // file binds with it.
         let staging = [bundle.join("mounts"), bundle.join("scratch")];

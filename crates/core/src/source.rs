@@ -124,26 +124,119 @@ pub fn classify(bytes: &[u8]) -> Result<ModuleKind, String> {
 /// `argv[0]` as an absolute guest path: as given when it has a `/`, else looked up in the
 /// spec's `PATH`, as a shell would, and finally in the working directory.
 fn resolve_guest_path(policy: &SandboxPolicy) -> Result<String> {
-    let arg0 = &policy.args[0];
+    Ok(resolve_arg0(
+        &policy.args[0],
+        &policy.env,
+        &policy.cwd,
+        |p| guest_file_exists(policy, p),
+    ))
+}
+
+fn resolve_arg0(
+    arg0: &str,
+    env: &[(String, String)],
+    cwd: &str,
+    exists: impl Fn(&str) -> bool,
+) -> String {
     if arg0.starts_with('/') {
-        return Ok(arg0.clone());
+        return arg0.to_string();
     }
     if arg0.contains('/') {
-        return Ok(join_guest(&policy.cwd, arg0));
+        return join_guest(cwd, arg0);
     }
-    let path_var = policy
-        .env
+    let path_var = env
         .iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.as_str())
         .unwrap_or("");
     for dir in path_var.split(':').filter(|d| d.starts_with('/')) {
         let candidate = join_guest(dir, arg0);
-        if guest_file_exists(policy, &candidate) {
-            return Ok(candidate);
+        if exists(&candidate) {
+            return candidate;
         }
     }
-    Ok(join_guest(&policy.cwd, arg0))
+    join_guest(cwd, arg0)
+}
+
+/// What the file an entrypoint names is, from its first bytes: WebAssembly runs in the
+/// sandbox, an ELF binary or a `#!` script runs as a native Linux container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntrypointKind {
+    Wasm(ModuleKind),
+    Elf,
+    Script,
+}
+
+impl EntrypointKind {
+    pub fn is_native(self) -> bool {
+        matches!(self, EntrypointKind::Elf | EntrypointKind::Script)
+    }
+
+    /// Classify the first bytes (at least 8 when the file has them) of an entrypoint.
+    pub fn of(head: &[u8]) -> Result<Self, String> {
+        if head.starts_with(WASM_MAGIC) {
+            return classify(head).map(EntrypointKind::Wasm);
+        }
+        if head.starts_with(ELF_MAGIC) {
+            return Ok(EntrypointKind::Elf);
+        }
+        if head.starts_with(b"#!") {
+            return Ok(EntrypointKind::Script);
+        }
+        if head.is_empty() {
+            return Err("the file is empty".into());
+        }
+        Err("neither WebAssembly (no \\0asm magic number) nor an ELF binary or a #! script".into())
+    }
+}
+
+const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
+
+/// The entrypoint of a container as the process would find it in its root filesystem
+/// `rootfs` (a host folder): `argv[0]` (without a `#function` suffix) resolved against the
+/// spec's `PATH` and working directory, opened inside the rootfs and classified.
+///
+/// An entrypoint that is not in the rootfs (it may be in a mount) is an `Error::Entrypoint`;
+/// a file that is none of the known kinds is an `Error::NotWasm`.
+pub fn probe_entrypoint(
+    process: &oci_spec::runtime::Process,
+    rootfs: &Path,
+) -> Result<(String, EntrypointKind)> {
+    let arg0 = process
+        .args()
+        .as_ref()
+        .and_then(|a| a.first())
+        .ok_or_else(|| Error::spec("process.args", "no entrypoint: the args are empty"))?;
+    let arg0 = arg0.split_once('#').map_or(arg0.as_str(), |(path, _)| path);
+    let env: Vec<(String, String)> = process
+        .env()
+        .iter()
+        .flatten()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let cwd = process.cwd().to_string_lossy();
+    let inside = |guest: &str| PathBuf::from(guest.trim_start_matches('/'));
+    let guest_path = resolve_arg0(arg0, &env, &cwd, |p| {
+        open_in_root(rootfs, &inside(p)).is_ok()
+    });
+    let file = open_in_root(rootfs, &inside(&guest_path)).map_err(|errno| Error::Entrypoint {
+        path: guest_path.clone(),
+        reason: match errno {
+            nix::Error::ENOENT => "no such file in the container".to_string(),
+            other => other.desc().to_string(),
+        },
+    })?;
+    let mut head = Vec::with_capacity(8);
+    File::from(file)
+        .take(8)
+        .read_to_end(&mut head)
+        .io_context(|| format!("reading {guest_path}"))?;
+    let kind = EntrypointKind::of(&head).map_err(|reason| Error::NotWasm {
+        path: guest_path.clone(),
+        reason,
+    })?;
+    Ok((guest_path, kind))
 }
 
 fn guest_file_exists(policy: &SandboxPolicy, guest_path: &str) -> bool {
@@ -305,5 +398,90 @@ mod tests {
             err.to_string(),
             "/empty.wasm is not a WebAssembly module: the file is empty"
         );
+    }
+
+    fn process(args: &[&str], path: &str) -> oci_spec::runtime::Process {
+        oci_spec::runtime::ProcessBuilder::default()
+            .args(args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+            .env(vec![format!("PATH={path}")])
+            .cwd("/app")
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn entrypoint_kinds_come_from_the_first_bytes() {
+        assert_eq!(
+            EntrypointKind::of(b"\x7fELF\x02\x01\x01\0"),
+            Ok(EntrypointKind::Elf)
+        );
+        assert_eq!(
+            EntrypointKind::of(b"#!/bin/sh\n"),
+            Ok(EntrypointKind::Script)
+        );
+        assert_eq!(
+            EntrypointKind::of(MODULE),
+            Ok(EntrypointKind::Wasm(ModuleKind::Module))
+        );
+        assert_eq!(
+            EntrypointKind::of(COMPONENT),
+            Ok(EntrypointKind::Wasm(ModuleKind::Component))
+        );
+        assert!(EntrypointKind::Elf.is_native() && EntrypointKind::Script.is_native());
+        assert!(!EntrypointKind::Wasm(ModuleKind::Module).is_native());
+        let garbage = EntrypointKind::of(b"MZ\x90\0garbage").unwrap_err();
+        assert!(
+            garbage.contains("neither WebAssembly") && garbage.contains("ELF"),
+            "{garbage}"
+        );
+        assert_eq!(EntrypointKind::of(b"").unwrap_err(), "the file is empty");
+        // The magic of Wasm with an unknown version is still a Wasm error, not "native".
+        assert!(EntrypointKind::of(b"\0asm\x02\0\0\0")
+            .unwrap_err()
+            .contains("version"));
+    }
+
+    #[test]
+    fn probe_resolves_the_entrypoint_in_the_rootfs() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for dir in ["bin", "app"] {
+            std::fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        std::fs::write(r.join("bin/busybox"), b"\x7fELF\x02\x01\x01\0rest").unwrap();
+        // An absolute link resolves inside the rootfs, as it would in the container.
+        std::os::unix::fs::symlink("/bin/busybox", r.join("bin/sh")).unwrap();
+        std::fs::write(r.join("app/run.sh"), b"#!/bin/sh\necho hi\n").unwrap();
+        std::fs::write(r.join("app/m.wasm"), MODULE).unwrap();
+        std::fs::write(r.join("app/junk"), b"just some text").unwrap();
+
+        let probe = |args: &[&str]| probe_entrypoint(&process(args, "/usr/bin:/bin"), r);
+        assert_eq!(
+            probe(&["sh", "-c", "exit 7"]).unwrap(),
+            ("/bin/sh".to_string(), EntrypointKind::Elf)
+        );
+        assert_eq!(
+            probe(&["./run.sh"]).unwrap(),
+            ("/app/./run.sh".to_string(), EntrypointKind::Script)
+        );
+        assert_eq!(
+            probe(&["/app/m.wasm#greet"]).unwrap(),
+            (
+                "/app/m.wasm".to_string(),
+                EntrypointKind::Wasm(ModuleKind::Module)
+            )
+        );
+        let err = probe(&["/app/junk"]).unwrap_err();
+        assert!(matches!(err, Error::NotWasm { .. }), "{err}");
+        assert!(err
+            .to_string()
+            .starts_with("/app/junk is not a WebAssembly module: neither"));
+        let err = probe(&["nope"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "entrypoint /app/nope: no such file in the container"
+        );
+        let err = probe_entrypoint(&process(&[], "/bin"), r).unwrap_err();
+        assert!(matches!(err, Error::Spec { .. }), "{err}");
     }
 }

@@ -366,6 +366,20 @@ impl Ns {
         out
     }
 
+    /// `ctr task exec --exec-id EXEC_ID ID ARGS...`: runs a process in the running task `id`
+    /// and returns what it printed; ctr's exit code is the process's.
+    pub fn task_exec(&self, id: &str, exec_id: &str, args: &[&str]) -> Output {
+        let mut all = vec!["task".to_string(), "exec".into()];
+        if let Some(dir) = &self.config.ctd_dir {
+            all.push("--fifo-dir".into());
+            all.push(dir.join("fifo").to_string_lossy().into_owned());
+        }
+        all.extend(["--exec-id".into(), exec_id.into(), id.into()]);
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        self.ctr(&all)
+    }
+
     /// Imports `<images dir>/<name>.tar` into this namespace (once per
     /// process) and returns the image's full name.
     #[track_caller]
@@ -491,6 +505,11 @@ impl Container {
         let _ = ns.ctr_with(&["task", "kill", "-s", "SIGKILL", id], Input::Null, timeout);
         let _ = ns.ctr_with(&["task", "rm", "-f", id], Input::Null, timeout);
         let _ = ns.ctr_with(&["container", "rm", id], Input::Null, timeout);
+    }
+
+    /// `ctr task exec` into this task; see [`Ns::task_exec`].
+    pub fn exec(&self, exec_id: &str, args: &[&str]) -> Output {
+        self.ns.task_exec(&self.id, exec_id, args)
     }
 
     /// Do not clean up on drop (the test removed it itself).
@@ -986,6 +1005,76 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         }
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// containerd's state dir (for the bundles), from [`Config::state_dir`].
+pub fn state_dir() -> PathBuf {
+    config().state_dir.clone().unwrap_or_else(|| {
+        panic!(
+            "the clean-up checks need containerd's state dir: set CTD_DIR (scripts/test does) \
+             or E2E_CONTAINERD_STATE"
+        )
+    })
+}
+
+/// Everything on the host that still refers to the container `c`: processes, mounts,
+/// its bundle (which holds the shim's and libcontainer's state), FIFOs, cgroups, the shim
+/// socket, the task and the container.
+pub fn leftovers(ns: &Ns, c: &Container) -> Vec<String> {
+    let mut left = Vec::new();
+    for (pid, cmd) in processes_mentioning(&c.id) {
+        left.push(format!("process {pid}: {cmd}"));
+    }
+    for m in mounts_mentioning(&c.id) {
+        left.push(format!("mount: {m}"));
+    }
+    let bundle = state_dir()
+        .join("io.containerd.runtime.v2.task")
+        .join(&ns.name)
+        .join(&c.id);
+    if bundle.exists() {
+        left.push(format!("bundle dir: {}", bundle.display()));
+    }
+    let mut fifo_dirs = vec![PathBuf::from("/run/containerd/fifo")];
+    if let Some(d) = &config().ctd_dir {
+        fifo_dirs.push(d.join("fifo"));
+    }
+    for dir in fifo_dirs {
+        for f in files_named_like(&dir, &c.id) {
+            left.push(format!("fifo: {}", f.display()));
+        }
+    }
+    for cg in cgroups_of(&ns.name, &c.id) {
+        left.push(format!("cgroup: {}", cg.display()));
+    }
+    let socket = shim_socket_path(&ns.name, &c.id);
+    if socket.exists() {
+        left.push(format!("shim socket: {}", socket.display()));
+    }
+    if ns.task(&c.id).is_some() {
+        left.push("task still listed by ctr task ls".into());
+    }
+    if ns.container_ids().contains(&c.id) {
+        left.push("container still listed by ctr container ls".into());
+    }
+    left
+}
+
+/// Fails the test unless [`leftovers`] is empty within 5 s.
+#[track_caller]
+pub fn assert_nothing_left(ns: &Ns, c: &Container) {
+    // The shim exits asynchronously after delete: give it a moment.
+    let mut left = Vec::new();
+    let clean = eventually(Duration::from_secs(5), || {
+        left = leftovers(ns, c);
+        left.is_empty()
+    });
+    assert!(
+        clean,
+        "left behind by {} after delete:\n{}",
+        c.id,
+        left.join("\n")
+    );
 }
 
 #[cfg(test)]

@@ -1,12 +1,8 @@
 //! Task lifecycle: exit codes, traps, signals, and what is left after delete.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use e2e::{
-    cgroups_of, config, eventually, files_named_like, mounts_mentioning, probe_tests,
-    processes_mentioning, shim_socket_path, Container, Ns, Probe,
-};
+use e2e::{assert_nothing_left, probe_tests, state_dir, Ns, Probe};
 
 probe_tests! {
     exit_zero => exit_zero_is_success;
@@ -98,72 +94,6 @@ fn sigterm_stops_a_spinning_module(probe: Probe) {
 
 fn sigkill_stops_a_spinning_module(probe: Probe) {
     kill_case(probe, "kill-kill", "SIGKILL", 128 + 9);
-}
-
-fn state_dir() -> PathBuf {
-    config().state_dir.clone().unwrap_or_else(|| {
-        panic!(
-            "the clean-up checks need containerd's state dir: set CTD_DIR (scripts/test does) \
-             or E2E_CONTAINERD_STATE"
-        )
-    })
-}
-
-/// Everything on the host that still refers to the container `c`.
-fn leftovers(ns: &Ns, c: &Container) -> Vec<String> {
-    let mut left = Vec::new();
-    for (pid, cmd) in processes_mentioning(&c.id) {
-        left.push(format!("process {pid}: {cmd}"));
-    }
-    for m in mounts_mentioning(&c.id) {
-        left.push(format!("mount: {m}"));
-    }
-    let bundle = state_dir()
-        .join("io.containerd.runtime.v2.task")
-        .join(&ns.name)
-        .join(&c.id);
-    if bundle.exists() {
-        left.push(format!("bundle dir: {}", bundle.display()));
-    }
-    let mut fifo_dirs = vec![PathBuf::from("/run/containerd/fifo")];
-    if let Some(d) = &config().ctd_dir {
-        fifo_dirs.push(d.join("fifo"));
-    }
-    for dir in fifo_dirs {
-        for f in files_named_like(&dir, &c.id) {
-            left.push(format!("fifo: {}", f.display()));
-        }
-    }
-    for cg in cgroups_of(&ns.name, &c.id) {
-        left.push(format!("cgroup: {}", cg.display()));
-    }
-    let socket = shim_socket_path(&ns.name, &c.id);
-    if socket.exists() {
-        left.push(format!("shim socket: {}", socket.display()));
-    }
-    if ns.task(&c.id).is_some() {
-        left.push("task still listed by ctr task ls".into());
-    }
-    if ns.container_ids().contains(&c.id) {
-        left.push("container still listed by ctr container ls".into());
-    }
-    left
-}
-
-#[track_caller]
-fn assert_nothing_left(ns: &Ns, c: &Container) {
-    // The shim exits asynchronously after delete: give it a moment.
-    let mut left = Vec::new();
-    let clean = eventually(Duration::from_secs(5), || {
-        left = leftovers(ns, c);
-        left.is_empty()
-    });
-    assert!(
-        clean,
-        "left behind by {} after delete:\n{}",
-        c.id,
-        left.join("\n")
-    );
 }
 
 #[test]

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use containerd_shim::protos::types::mount::Mount;
 use nix::fcntl::OFlag;
+use oci_spec::runtime::Spec;
 
 use crate::artifact::Outcome;
 use crate::config::NodeConfig;
@@ -24,6 +24,7 @@ use crate::task::rootfs::Rootfs;
 use crate::task::sandbox_fs::{probe_source, SandboxMounts};
 use crate::task::stdio::{StdinFeeder, Stdio, StdioPaths};
 
+/// Where a task's process is in its life (the init process or an exec process).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Created,
@@ -32,11 +33,9 @@ pub enum Status {
 }
 
 pub struct Container {
-    pub id: String,
-    pub bundle: PathBuf,
-    pub stdio: StdioPaths,
+    id: String,
+    bundle: PathBuf,
     pub pid: u32,
-    pub status: Status,
     /// The cgroup the instance process joins, if the spec names one.
     pub cgroup: Option<CgroupPlacement>,
     start_pipe: Option<File>,
@@ -52,8 +51,8 @@ pub struct Container {
 pub struct CreateRequest<'a> {
     pub id: &'a str,
     pub bundle: &'a Path,
-    pub rootfs: &'a [Mount],
-    pub stdio: StdioPaths,
+    pub spec: &'a Spec,
+    pub stdio: &'a StdioPaths,
     pub terminal: bool,
     /// containerd's API, for modules carried as image layers.
     pub containerd: &'a Containerd,
@@ -61,7 +60,13 @@ pub struct CreateRequest<'a> {
 
 impl Container {
     /// spec -> policy -> module source -> artifact -> instance process, ready to start.
-    pub fn create(req: CreateRequest<'_>, compiler: &Compiler, node: &NodeConfig) -> Result<Self> {
+    /// `rootfs` is already mounted: the task service looked at the entrypoint in it.
+    pub fn create(
+        req: CreateRequest<'_>,
+        rootfs: Rootfs,
+        compiler: &Compiler,
+        node: &NodeConfig,
+    ) -> Result<Self> {
         if req.terminal {
             return Err(Error::spec(
                 "process.terminal",
@@ -69,13 +74,12 @@ impl Container {
             ));
         }
         let t0 = Instant::now();
-        let spec = crate::bundle::load_spec(req.bundle)?;
-        let mut policy = SandboxPolicy::from_spec(&spec, req.bundle, node, &probe_source)?;
-        let entry_function = SandboxPolicy::entry_function(&spec);
-        let placement = Placement::from_spec(&spec)?;
+        let spec = req.spec;
+        let mut policy = SandboxPolicy::from_spec(spec, req.bundle, node, &probe_source)?;
+        let entry_function = SandboxPolicy::entry_function(spec);
+        let placement = Placement::from_spec(spec)?;
         let t_policy = t0.elapsed();
 
-        let rootfs = Rootfs::mount(req.bundle, req.rootfs)?;
         let sandbox_mounts = SandboxMounts::set_up(&mut policy, req.bundle)?;
         let t1 = Instant::now();
         let source = module_source(&req, &policy)?;
@@ -114,7 +118,7 @@ impl Container {
         )
         .io_context(|| format!("writing {}", config_path.display()))?;
 
-        let mut stdio = Stdio::open(&req.stdio)?;
+        let mut stdio = Stdio::open(req.stdio)?;
         let stdin_feeder = stdio.stdin_feeder.take();
         let t3 = Instant::now();
         let (pid, start_pipe, status_pipe) = spawn_instance(req.bundle, stdio, &node.instance_env)
@@ -139,9 +143,7 @@ impl Container {
         Ok(Container {
             id: req.id.to_string(),
             bundle: req.bundle.to_path_buf(),
-            stdio: req.stdio,
             pid,
-            status: Status::Created,
             cgroup: placement.cgroup,
             start_pipe: Some(start_pipe),
             status_pipe: Some(status_pipe),
@@ -158,7 +160,6 @@ impl Container {
         })?;
         pipe.write_all(b"s")
             .io_context(|| format!("starting instance {}", self.pid))?;
-        self.status = Status::Running;
         Ok(())
     }
 

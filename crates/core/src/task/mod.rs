@@ -1,25 +1,30 @@
 //! The containerd runtime v2 task service: the ttrpc API containerd calls on the shim.
 //!
 //! One shim process may serve several containers (a pod's, grouped by the CRI sandbox id),
-//! so the service keeps a table of containers, each backed by an instance process.
+//! so the service keeps a table of tasks. A task is either a Wasm container (backed by an
+//! instance process, [`container`]) or a native one (an ELF or `#!` entrypoint run by
+//! libcontainer, [`native`]); which one is decided at Create from the entrypoint file. The
+//! lifecycle bookkeeping (status, exits, events) is the same for both and lives here.
 
 pub mod compile;
 mod container;
 mod events;
 mod metrics;
+pub mod native;
 mod rootfs;
 mod sandbox_fs;
 mod stdio;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use containerd_shim::api;
 use containerd_shim::monitor::{monitor_subscribe, ExitEvent, Subject, Topic};
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM,
+    TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
@@ -28,11 +33,16 @@ use containerd_shim::protos::topics;
 use containerd_shim::protos::ttrpc::{self, Code};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
+use oci_spec::runtime::Spec;
 
 use crate::config::NodeConfig;
 use crate::error::Error;
 use crate::image_layers::Containerd;
+use crate::placement::ContainerCgroup;
+use crate::source::probe_entrypoint;
 use container::{Container, CreateRequest, Status, REAP_TIMEOUT};
+use native::NativeContainer;
+use rootfs::Rootfs;
 use stdio::StdioPaths;
 
 pub use compile::Compiler;
@@ -44,12 +54,115 @@ struct Exit {
     at: (i64, i32),
 }
 
+/// One process of a task: its init process or an exec process.
+struct Process {
+    stdio: StdioPaths,
+    /// 0 for an exec process that has not been started.
+    pid: u32,
+    status: Status,
+    exit: Option<Exit>,
+}
+
+impl Process {
+    fn new(stdio: StdioPaths, pid: u32) -> Self {
+        Process {
+            stdio,
+            pid,
+            status: Status::Created,
+            exit: None,
+        }
+    }
+}
+
+/// What runs a task's processes.
+enum Backend {
+    Wasm(Container),
+    Native(NativeContainer),
+}
+
+impl Backend {
+    fn start(&mut self) -> crate::Result<()> {
+        match self {
+            Backend::Wasm(c) => c.start(),
+            Backend::Native(c) => c.start(),
+        }
+    }
+
+    fn close_stdin(&mut self, exec_id: &str) {
+        match self {
+            Backend::Wasm(c) => c.close_stdin(),
+            Backend::Native(c) => c.close_stdin(exec_id),
+        }
+    }
+
+    fn cleanup(&mut self) -> crate::Result<()> {
+        match self {
+            Backend::Wasm(c) => c.cleanup(),
+            Backend::Native(c) => c.cleanup(),
+        }
+    }
+
+    /// Whether the Wasm guest failed at its memory limit (native: the kernel's OOM killer,
+    /// whose events containerd does not get from this shim).
+    fn hit_memory_limit(&mut self) -> bool {
+        match self {
+            Backend::Wasm(c) => c.hit_memory_limit(),
+            Backend::Native(_) => false,
+        }
+    }
+
+    /// The container's cgroup (`linux.cgroupsPath`), if the spec names one.
+    fn open_cgroup(&self) -> crate::Result<Option<ContainerCgroup>> {
+        match self {
+            Backend::Wasm(c) => c.open_cgroup(),
+            Backend::Native(c) => c.open_cgroup(),
+        }
+    }
+
+    /// Exec processes exist only in native containers.
+    fn native(&mut self) -> TtrpcResult<&mut NativeContainer> {
+        match self {
+            Backend::Native(c) => Ok(c),
+            Backend::Wasm(_) => Err(unimplemented("exec")),
+        }
+    }
+}
+
+struct Task {
+    id: String,
+    bundle: PathBuf,
+    init: Process,
+    execs: HashMap<String, Process>,
+    backend: Backend,
+}
+
+impl Task {
+    /// The init process for an empty `exec_id`, else that exec process.
+    fn process(&self, exec_id: &str) -> TtrpcResult<&Process> {
+        if exec_id.is_empty() {
+            return Ok(&self.init);
+        }
+        self.execs
+            .get(exec_id)
+            .ok_or_else(|| not_found(&format!("{}/{exec_id}", self.id)))
+    }
+
+    fn process_mut(&mut self, exec_id: &str) -> TtrpcResult<&mut Process> {
+        if exec_id.is_empty() {
+            return Ok(&mut self.init);
+        }
+        let id = &self.id;
+        self.execs
+            .get_mut(exec_id)
+            .ok_or_else(|| not_found(&format!("{id}/{exec_id}")))
+    }
+}
+
 #[derive(Default)]
 struct State {
-    containers: HashMap<String, Container>,
-    exits: HashMap<String, Exit>,
-    /// Exits of processes not (or no longer) known as a container, kept briefly in case the
-    /// exit overtakes the container's registration.
+    containers: HashMap<String, Task>,
+    /// Exits of processes not (or no longer) known as a task's process, kept briefly in case
+    /// the exit overtakes the process's registration.
     unclaimed: HashMap<u32, (Exit, Instant)>,
 }
 
@@ -121,39 +234,113 @@ impl TaskService {
         let made = (self.make_compiler)()?;
         Ok(self.compiler.get_or_init(|| made))
     }
+
+    /// Mount the rootfs, look at the entrypoint in it and create the Wasm or native task.
+    fn create_backend(
+        &self,
+        req: &api::CreateTaskRequest,
+        stdio: &StdioPaths,
+    ) -> crate::Result<(Backend, u32)> {
+        let bundle = Path::new(&req.bundle);
+        let spec = crate::bundle::load_spec(bundle)?;
+        let rootfs = Rootfs::mount(bundle, &req.rootfs)?;
+        if runs_natively(&req.id, &spec, bundle)? {
+            let (c, pid) = NativeContainer::create(
+                &req.id,
+                bundle,
+                &spec,
+                rootfs,
+                stdio,
+                &self.node.instance_env,
+            )?;
+            return Ok((Backend::Native(c), pid));
+        }
+        let c = Container::create(
+            CreateRequest {
+                id: &req.id,
+                bundle,
+                spec: &spec,
+                stdio,
+                terminal: req.terminal,
+                containerd: &self.containerd,
+            },
+            rootfs,
+            self.compiler()?,
+            &self.node,
+        )?;
+        let pid = c.pid;
+        Ok((Backend::Wasm(c), pid))
+    }
+}
+
+/// Whether the container's entrypoint, found in its rootfs, is an ELF binary or a `#!`
+/// script. A file of no known kind is an error that says so; an entrypoint that is not in
+/// the rootfs (it may sit in a mount) is left to the Wasm path, which reports what is wrong.
+fn runs_natively(id: &str, spec: &Spec, bundle: &Path) -> crate::Result<bool> {
+    let Some(process) = spec.process() else {
+        return Ok(false);
+    };
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| bundle.join(r.path()))
+        .unwrap_or_else(|| bundle.join("rootfs"));
+    match probe_entrypoint(process, &root) {
+        Ok((path, kind)) => {
+            log::info!("{id}: entrypoint {path} is {kind:?}");
+            Ok(kind.is_native())
+        }
+        Err(e @ Error::NotWasm { .. }) => Err(e),
+        Err(e) => {
+            log::debug!("{id}: {e}; trying it as Wasm");
+            Ok(false)
+        }
+    }
 }
 
 impl State {
-    fn container(&self, id: &str) -> TtrpcResult<&Container> {
+    fn container(&self, id: &str) -> TtrpcResult<&Task> {
         self.containers.get(id).ok_or_else(|| not_found(id))
     }
 
-    fn container_mut(&mut self, id: &str) -> TtrpcResult<&mut Container> {
+    fn container_mut(&mut self, id: &str) -> TtrpcResult<&mut Task> {
         self.containers.get_mut(id).ok_or_else(|| not_found(id))
     }
 }
 
 fn record_exit(st: &mut State, pid: u32, exit: Exit, events: &events::Events) {
-    let found = st
-        .containers
-        .values_mut()
-        .find(|c| c.pid == pid && c.status != Status::Stopped);
-    let Some(container) = found else {
+    let found = st.containers.values_mut().find_map(|t| {
+        if t.init.pid == pid && t.init.status != Status::Stopped {
+            return Some((t.id.clone(), String::new(), &mut t.init));
+        }
+        t.execs
+            .iter_mut()
+            .find(|(_, p)| p.pid == pid && p.status == Status::Running)
+            .map(|(exec_id, p)| (t.id.clone(), exec_id.clone(), p))
+    });
+    let Some((id, exec_id, process)) = found else {
         st.unclaimed
             .retain(|_, (_, t)| t.elapsed() < Duration::from_secs(60));
         st.unclaimed.insert(pid, (exit, Instant::now()));
         return;
     };
-    container.status = Status::Stopped;
-    let id = container.id.clone();
-    let oom = container.hit_memory_limit();
-    log::info!(
-        "{id}: instance {pid} exited with status {}{}",
-        exit.code,
-        if oom { " at its memory limit" } else { "" }
-    );
-    st.exits.insert(id.clone(), exit);
+    process.status = Status::Stopped;
+    process.exit = Some(exit);
+    if exec_id.is_empty() {
+        log::info!("{id}: process {pid} exited with status {}", exit.code);
+    } else {
+        log::info!(
+            "{id}: exec {exec_id} ({pid}) exited with status {}",
+            exit.code
+        );
+    }
+    let oom = exec_id.is_empty()
+        && st
+            .containers
+            .get_mut(&id)
+            .is_some_and(|t| t.backend.hit_memory_limit());
     if oom {
+        log::info!("{id}: the guest failed at its memory limit");
         // CRI reports the container's reason as OOMKilled on this event, as for runc.
         events.send(
             topics::TASK_OOM_EVENT_TOPIC,
@@ -167,13 +354,20 @@ fn record_exit(st: &mut State, pid: u32, exit: Exit, events: &events::Events) {
         topics::TASK_EXIT_EVENT_TOPIC,
         TaskExit {
             container_id: id.clone(),
-            id,
+            id: if exec_id.is_empty() { id } else { exec_id },
             pid,
             exit_status: exit.code,
             exited_at: MessageField::some(timestamp(exit.at)),
             ..Default::default()
         },
     );
+}
+
+/// Register `pid` as started and collect an exit that overtook the registration.
+fn claim_early_exit(st: &mut State, pid: u32, events: &events::Events) {
+    if let Some((exit, _)) = st.unclaimed.remove(&pid) {
+        record_exit(st, pid, exit, events);
+    }
 }
 
 fn now() -> (i64, i32) {
@@ -206,19 +400,18 @@ fn unimplemented(what: &str) -> ttrpc::Error {
     )
 }
 
-/// Exec processes are not supported: a Wasm container has one guest.
-fn reject_exec(exec_id: &str) -> TtrpcResult<()> {
-    if exec_id.is_empty() {
-        Ok(())
-    } else {
-        Err(unimplemented("exec"))
-    }
+fn parse_signal(signal: u32) -> TtrpcResult<nix::sys::signal::Signal> {
+    nix::sys::signal::Signal::try_from(signal as i32)
+        .map_err(|_| status(Code::INVALID_ARGUMENT, format!("invalid signal {signal}")))
 }
 
 impl From<Error> for ttrpc::Error {
     fn from(e: Error) -> Self {
         let code = match &e {
-            Error::Io { .. } | Error::Cache(_) | Error::Cgroup(_) => Code::INTERNAL,
+            Error::Io { .. } | Error::Cache(_) | Error::Cgroup(_) | Error::Native { .. } => {
+                Code::INTERNAL
+            }
+            Error::Unsupported(_) => Code::UNIMPLEMENTED,
             _ => Code::INVALID_ARGUMENT,
         };
         status(code, e.to_string())
@@ -237,33 +430,27 @@ impl containerd_shim::Task for TaskService {
                 format!("container {} already exists", req.id),
             ));
         }
-        let bundle = PathBuf::from(&req.bundle);
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
             stderr: req.stderr.clone(),
         };
-        let container = Container::create(
-            CreateRequest {
-                id: &req.id,
-                bundle: &bundle,
-                rootfs: &req.rootfs,
-                stdio,
-                terminal: req.terminal,
-                containerd: &self.containerd,
-            },
-            self.compiler()?,
-            &self.node,
-        )
-        .inspect_err(|e| log::warn!("{}: create failed: {e}", req.id))?;
-        let pid = container.pid;
+        let (backend, pid) = self
+            .create_backend(&req, &stdio)
+            .inspect_err(|e| log::warn!("{}: create failed: {e}", req.id))?;
         {
             let mut st = self.lock();
-            let early_exit = st.unclaimed.remove(&pid);
-            st.containers.insert(req.id.clone(), container);
-            if let Some((exit, _)) = early_exit {
-                record_exit(&mut st, pid, exit, &self.events);
-            }
+            st.containers.insert(
+                req.id.clone(),
+                Task {
+                    id: req.id.clone(),
+                    bundle: PathBuf::from(&req.bundle),
+                    init: Process::new(stdio, pid),
+                    execs: HashMap::new(),
+                    backend,
+                },
+            );
+            claim_early_exit(&mut st, pid, &self.events);
         }
         self.events.send(
             topics::TASK_CREATE_EVENT_TOPIC,
@@ -293,26 +480,48 @@ impl containerd_shim::Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
-        reject_exec(&req.exec_id)?;
         let mut st = self.lock();
-        let c = st.container_mut(&req.id)?;
-        if c.status != Status::Created {
+        let task = st.container_mut(&req.id)?;
+        if task.process(&req.exec_id)?.status != Status::Created {
             return Err(status(
                 Code::FAILED_PRECONDITION,
-                format!("container {} is not in the created state", req.id),
+                format!(
+                    "{} is not in the created state",
+                    describe(&req.id, &req.exec_id)
+                ),
             ));
         }
-        c.start()?;
-        let pid = c.pid;
+        let pid = if req.exec_id.is_empty() {
+            task.backend.start()?;
+            task.init.pid
+        } else {
+            task.backend.native()?.start_exec(&req.exec_id)?
+        };
+        let process = task.process_mut(&req.exec_id)?;
+        process.pid = pid;
+        process.status = Status::Running;
+        claim_early_exit(&mut st, pid, &self.events);
         drop(st);
-        self.events.send(
-            topics::TASK_START_EVENT_TOPIC,
-            TaskStart {
-                container_id: req.id.clone(),
-                pid,
-                ..Default::default()
-            },
-        );
+        if req.exec_id.is_empty() {
+            self.events.send(
+                topics::TASK_START_EVENT_TOPIC,
+                TaskStart {
+                    container_id: req.id.clone(),
+                    pid,
+                    ..Default::default()
+                },
+            );
+        } else {
+            self.events.send(
+                topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+                TaskExecStarted {
+                    container_id: req.id.clone(),
+                    exec_id: req.exec_id.clone(),
+                    pid,
+                    ..Default::default()
+                },
+            );
+        }
         Ok(api::StartResponse {
             pid,
             ..Default::default()
@@ -324,24 +533,29 @@ impl containerd_shim::Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
-        reject_exec(&req.exec_id)?;
         let st = self.lock();
-        let c = st.container(&req.id)?;
+        let task = st.container(&req.id)?;
+        let p = task.process(&req.exec_id)?;
         let mut resp = api::StateResponse {
-            id: c.id.clone(),
-            bundle: c.bundle.to_string_lossy().into_owned(),
-            pid: c.pid,
-            stdin: c.stdio.stdin.clone(),
-            stdout: c.stdio.stdout.clone(),
-            stderr: c.stdio.stderr.clone(),
+            id: if req.exec_id.is_empty() {
+                task.id.clone()
+            } else {
+                req.exec_id.clone()
+            },
+            bundle: task.bundle.to_string_lossy().into_owned(),
+            pid: p.pid,
+            stdin: p.stdio.stdin.clone(),
+            stdout: p.stdio.stdout.clone(),
+            stderr: p.stdio.stderr.clone(),
+            exec_id: req.exec_id.clone(),
             ..Default::default()
         };
-        resp.set_status(match c.status {
+        resp.set_status(match p.status {
             Status::Created => api::Status::CREATED,
             Status::Running => api::Status::RUNNING,
             Status::Stopped => api::Status::STOPPED,
         });
-        if let Some(exit) = st.exits.get(&req.id) {
+        if let Some(exit) = p.exit {
             resp.exit_status = exit.code;
             resp.exited_at = MessageField::some(timestamp(exit.at));
         }
@@ -349,14 +563,11 @@ impl containerd_shim::Task for TaskService {
     }
 
     fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
-        reject_exec(&req.exec_id)?;
         let (lock, cvar) = &*self.state;
         let mut st = lock.lock().unwrap();
         loop {
-            if !st.containers.contains_key(&req.id) {
-                return Err(not_found(&req.id));
-            }
-            if let Some(exit) = st.exits.get(&req.id) {
+            let task = st.container(&req.id)?;
+            if let Some(exit) = task.process(&req.exec_id)?.exit {
                 return Ok(api::WaitResponse {
                     exit_status: exit.code,
                     exited_at: MessageField::some(timestamp(exit.at)),
@@ -368,24 +579,36 @@ impl containerd_shim::Task for TaskService {
     }
 
     fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
-        reject_exec(&req.exec_id)?;
+        let signal = parse_signal(req.signal)?;
         let st = self.lock();
-        let c = st.container(&req.id)?;
-        if c.status == Status::Stopped {
+        let task = st.container(&req.id)?;
+        let p = task.process(&req.exec_id)?;
+        // A native container's remaining processes can be signalled after its init exited.
+        let native_all = req.all && req.exec_id.is_empty();
+        if let (Backend::Native(c), true) = (&task.backend, native_all) {
+            log::info!("{}: sending {signal} to all its processes", req.id);
+            c.kill(signal, true)?;
+            return Ok(api::Empty::default());
+        }
+        if p.status == Status::Stopped || p.pid == 0 {
             return Err(status(
                 Code::NOT_FOUND,
-                format!("container {}: process already finished", req.id),
+                format!(
+                    "{}: process already finished",
+                    describe(&req.id, &req.exec_id)
+                ),
             ));
         }
-        let signal = nix::sys::signal::Signal::try_from(req.signal as i32).map_err(|_| {
-            status(
-                Code::INVALID_ARGUMENT,
-                format!("invalid signal {}", req.signal),
-            )
-        })?;
-        log::info!("{}: sending {signal} to instance {}", req.id, c.pid);
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid as i32), signal)
-            .map_err(|e| status(Code::INTERNAL, format!("killing {}: {e}", c.pid)))?;
+        log::info!(
+            "{}: sending {signal} to process {}",
+            describe(&req.id, &req.exec_id),
+            p.pid
+        );
+        match &task.backend {
+            Backend::Native(c) if req.exec_id.is_empty() => c.kill(signal, false)?,
+            _ => nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid as i32), signal)
+                .map_err(|e| status(Code::INTERNAL, format!("killing {}: {e}", p.pid)))?,
+        }
         Ok(api::Empty::default())
     }
 
@@ -394,11 +617,13 @@ impl containerd_shim::Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
-        reject_exec(&req.exec_id)?;
+        if !req.exec_id.is_empty() {
+            return self.delete_exec(&req.id, &req.exec_id);
+        }
         let (lock, cvar) = &*self.state;
         let mut st = lock.lock().unwrap();
-        let c = st.container(&req.id)?;
-        match c.status {
+        let task = st.container(&req.id)?;
+        match task.init.status {
             Status::Running => {
                 return Err(status(
                     Code::FAILED_PRECONDITION,
@@ -406,39 +631,43 @@ impl containerd_shim::Task for TaskService {
                 ))
             }
             Status::Created => {
-                // Never started: stop the waiting instance and collect its exit.
-                let pid = c.pid;
+                // Never started: stop the waiting process and collect its exit.
+                let pid = task.init.pid;
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
                 );
                 let deadline = Instant::now() + REAP_TIMEOUT;
-                while !st.exits.contains_key(&req.id) && Instant::now() < deadline {
+                while st.container(&req.id)?.init.exit.is_none() && Instant::now() < deadline {
                     st = cvar.wait_timeout(st, Duration::from_millis(100)).unwrap().0;
                 }
             }
             Status::Stopped => {}
         }
-        let mut c = st.containers.remove(&req.id).expect("checked above");
-        let exit = st.exits.remove(&req.id);
+        let mut task = st.containers.remove(&req.id).expect("checked above");
         drop(st);
         cvar.notify_all();
-        c.cleanup()?;
-        let (code, at) = exit.map(|e| (e.code, e.at)).unwrap_or((137, now()));
+        task.backend.cleanup()?;
+        let pid = task.init.pid;
+        let (code, at) = task
+            .init
+            .exit
+            .map(|e| (e.code, e.at))
+            .unwrap_or((137, now()));
         log::info!("{}: deleted", req.id);
         self.events.send(
             topics::TASK_DELETE_EVENT_TOPIC,
             TaskDelete {
                 container_id: req.id.clone(),
                 id: req.id.clone(),
-                pid: c.pid,
+                pid,
                 exit_status: code,
                 exited_at: MessageField::some(timestamp(at)),
                 ..Default::default()
             },
         );
         Ok(api::DeleteResponse {
-            pid: c.pid,
+            pid,
             exit_status: code,
             exited_at: MessageField::some(timestamp(at)),
             ..Default::default()
@@ -448,11 +677,12 @@ impl containerd_shim::Task for TaskService {
     fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
         let (pid, status, cgroup) = {
             let st = self.lock();
-            let c = st.container(&req.id)?;
-            (c.pid, c.status, c.open_cgroup())
+            let task = st.container(&req.id)?;
+            (task.init.pid, task.init.status, task.backend.open_cgroup())
         };
         // The cgroup's members when there is one (containerd 1.7+ asks after a restart, and
-        // CRI's PodSandboxStats counts them); else the instance process while it lives.
+        // CRI's PodSandboxStats counts them): a native container's exec processes and their
+        // children too; else the init process while it lives.
         let pids = match cgroup? {
             Some(cg) if status != Status::Stopped => cg.pids()?,
             _ if status != Status::Stopped => vec![pid],
@@ -477,14 +707,14 @@ impl containerd_shim::Task for TaskService {
     ) -> TtrpcResult<api::StatsResponse> {
         let (pid, cgroup) = {
             let st = self.lock();
-            let c = st.container(&req.id)?;
-            if c.status == Status::Stopped {
+            let task = st.container(&req.id)?;
+            if task.init.status == Status::Stopped {
                 return Err(status(
                     Code::NOT_FOUND,
                     format!("container {}: process already finished", req.id),
                 ));
             }
-            (c.pid, c.open_cgroup())
+            (task.init.pid, task.backend.open_cgroup())
         };
         let metrics = match cgroup? {
             Some(cg) => metrics::from_cgroup(&cg.stats()?),
@@ -507,21 +737,21 @@ impl containerd_shim::Task for TaskService {
         req: api::ConnectRequest,
     ) -> TtrpcResult<api::ConnectResponse> {
         let st = self.lock();
-        let c = st.container(&req.id)?;
+        let task = st.container(&req.id)?;
         Ok(api::ConnectResponse {
             shim_pid: std::process::id(),
-            task_pid: c.pid,
+            task_pid: task.init.pid,
             version: env!("CARGO_PKG_VERSION").into(),
             ..Default::default()
         })
     }
 
     fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
-        reject_exec(&req.exec_id)?;
         let mut st = self.lock();
-        let c = st.container_mut(&req.id)?;
+        let task = st.container_mut(&req.id)?;
+        task.process(&req.exec_id)?;
         if req.stdin {
-            c.close_stdin();
+            task.backend.close_stdin(&req.exec_id);
         }
         Ok(api::Empty::default())
     }
@@ -535,8 +765,47 @@ impl containerd_shim::Task for TaskService {
         Ok(api::Empty::default())
     }
 
-    fn exec(&self, _ctx: &TtrpcContext, _req: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
-        Err(unimplemented("exec into a Wasm container"))
+    fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
+        let mut st = self.lock();
+        let task = st.container_mut(&req.id)?;
+        let native = task.backend.native()?;
+        if task.execs.contains_key(&req.exec_id) {
+            return Err(status(
+                Code::ALREADY_EXISTS,
+                format!("{} already exists", describe(&req.id, &req.exec_id)),
+            ));
+        }
+        if req.terminal {
+            return Err(Error::Unsupported(
+                "a terminal (tty) is not supported for exec into native containers yet; \
+                 run without -t"
+                    .into(),
+            )
+            .into());
+        }
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+        };
+        let process = req
+            .spec
+            .as_ref()
+            .map(|any| any.value.as_slice())
+            .unwrap_or(b"");
+        native.add_exec(&req.exec_id, process, stdio.clone())?;
+        task.execs
+            .insert(req.exec_id.clone(), Process::new(stdio, 0));
+        drop(st);
+        self.events.send(
+            topics::TASK_EXEC_ADDED_EVENT_TOPIC,
+            TaskExecAdded {
+                container_id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+                ..Default::default()
+            },
+        );
+        Ok(api::Empty::default())
     }
 
     fn resize_pty(
@@ -578,7 +847,7 @@ impl containerd_shim::Task for TaskService {
         };
         let cgroup = {
             let st = self.lock();
-            st.container(&req.id)?.open_cgroup()?
+            st.container(&req.id)?.backend.open_cgroup()?
         };
         let Some(cgroup) = cgroup else {
             return Err(status(
@@ -592,5 +861,40 @@ impl containerd_shim::Task for TaskService {
         cgroup.apply(&resources)?;
         log::info!("{}: resources updated", req.id);
         Ok(api::Empty::new())
+    }
+}
+
+impl TaskService {
+    /// Delete an exec process that has exited (or never started).
+    fn delete_exec(&self, id: &str, exec_id: &str) -> TtrpcResult<api::DeleteResponse> {
+        let mut st = self.lock();
+        let task = st.container_mut(id)?;
+        let p = task.process(exec_id)?;
+        if p.status == Status::Running {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("{} is running; kill it first", describe(id, exec_id)),
+            ));
+        }
+        let p = task.execs.remove(exec_id).expect("checked above");
+        if let Backend::Native(c) = &mut task.backend {
+            c.remove_exec(exec_id);
+        }
+        let (code, at) = p.exit.map(|e| (e.code, e.at)).unwrap_or((137, now()));
+        Ok(api::DeleteResponse {
+            pid: p.pid,
+            exit_status: code,
+            exited_at: MessageField::some(timestamp(at)),
+            ..Default::default()
+        })
+    }
+}
+
+/// `container ID` or `exec EXEC of container ID`, for messages.
+fn describe(id: &str, exec_id: &str) -> String {
+    if exec_id.is_empty() {
+        format!("container {id}")
+    } else {
+        format!("exec {exec_id} of container {id}")
     }
 }
