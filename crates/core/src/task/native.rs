@@ -26,6 +26,8 @@ use containerd_shim::monitor::{monitor_subscribe, wait_pid, Topic};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container as Libcontainer;
 use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::fcntl::OFlag;
 use oci_spec::runtime::Spec;
 
@@ -388,7 +390,11 @@ fn run_op(args: &[String]) -> std::result::Result<i32, String> {
             o.map_err(|e| e.to_string())?,
             e.map_err(|e| e.to_string())?,
         );
-        Ok(builder.with_stdin(i).with_stdout(o).with_stderr(e))
+        Ok(builder
+            .with_executor(EntrypointExecutor(DefaultExecutor {}))
+            .with_stdin(i)
+            .with_stdout(o)
+            .with_stderr(e))
     };
     match op {
         "create" => {
@@ -424,6 +430,32 @@ fn run_op(args: &[String]) -> std::result::Result<i32, String> {
             Ok(pid.as_raw())
         }
         other => Err(format!("unknown operation {other}")),
+    }
+}
+
+/// libcontainer's default executor, except that an absolute entrypoint needs no `PATH`, as
+/// under runc: the Kubernetes pause image sets no environment at all.
+#[derive(Clone)]
+struct EntrypointExecutor(DefaultExecutor);
+
+impl Executor for EntrypointExecutor {
+    fn exec(&self, spec: &Spec) -> std::result::Result<(), ExecutorError> {
+        self.0.exec(spec)
+    }
+
+    fn validate(&self, spec: &Spec) -> std::result::Result<(), ExecutorValidationError> {
+        let process = spec.process().as_ref();
+        let has_path = process
+            .and_then(|p| p.env().as_ref())
+            .is_some_and(|env| env.iter().any(|e| e.starts_with("PATH=")));
+        let absolute = process
+            .and_then(|p| p.args().as_ref())
+            .and_then(|a| a.first())
+            .is_some_and(|a| a.starts_with('/'));
+        if absolute && !has_path {
+            return Ok(());
+        }
+        self.0.validate(spec)
     }
 }
 
