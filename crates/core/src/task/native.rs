@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio as ProcessStdio};
@@ -26,6 +27,8 @@ use containerd_shim::monitor::{monitor_subscribe, wait_pid, Topic};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container as Libcontainer;
 use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::fcntl::OFlag;
 use oci_spec::runtime::Spec;
 
@@ -378,7 +381,8 @@ fn run_op(args: &[String]) -> std::result::Result<i32, String> {
     let builder = || -> std::result::Result<ContainerBuilder, String> {
         let builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_root_path(root)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .with_executor(Entrypoint);
         // Our own copies of fds 0, 1, 2: libcontainer moves them onto 0, 1, 2 of the
         // container's process and closes the originals.
         let dup = |fd| nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
@@ -424,6 +428,61 @@ fn run_op(args: &[String]) -> std::result::Result<i32, String> {
             Ok(pid.as_raw())
         }
         other => Err(format!("unknown operation {other}")),
+    }
+}
+
+/// Runs the process's `args` as runc does. libcontainer's default executor insists on a
+/// `PATH` in the environment even for an absolute entrypoint, which pause images do not set.
+#[derive(Clone)]
+struct Entrypoint;
+
+/// The search path when the process's environment has no `PATH`, as runc uses.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl Executor for Entrypoint {
+    fn exec(&self, spec: &Spec) -> std::result::Result<(), ExecutorError> {
+        DefaultExecutor {}.exec(spec)
+    }
+
+    /// Runs in the container, after its root is in place: the entrypoint must be an
+    /// executable file there.
+    fn validate(&self, spec: &Spec) -> std::result::Result<(), ExecutorValidationError> {
+        let invalid = ExecutorValidationError::ArgValidationError;
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| invalid("the spec has no process".into()))?;
+        let arg0 = process
+            .args()
+            .as_ref()
+            .and_then(|a| a.first())
+            .ok_or_else(|| invalid("process.args is empty".into()))?;
+        let found = if arg0.contains('/') {
+            Some(PathBuf::from(arg0))
+        } else {
+            let path_var = process
+                .env()
+                .iter()
+                .flatten()
+                .find_map(|kv| kv.strip_prefix("PATH="))
+                .unwrap_or(DEFAULT_PATH);
+            path_var
+                .split(':')
+                .map(|dir| Path::new(dir).join(arg0))
+                .find(|p| p.is_file())
+        };
+        let path = found.ok_or_else(|| invalid(format!("executable {arg0:?} not found")))?;
+        let executable = std::fs::metadata(&path)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false);
+        if executable {
+            Ok(())
+        } else {
+            Err(invalid(format!(
+                "{} is not an executable file",
+                path.display()
+            )))
+        }
     }
 }
 

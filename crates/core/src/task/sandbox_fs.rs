@@ -138,9 +138,15 @@ fn bind_target(rootfs: &Path, guest_path: &str) -> Result<(OwnedFd, PathBuf)> {
     )
     .io_context(|| format!("opening {}", rootfs.display()))?;
     let in_root = |path: &str, flags: OFlag| {
+        // openat2 refuses a mode without O_CREAT (EINVAL).
+        let mode = if flags.contains(OFlag::O_CREAT) {
+            Mode::from_bits_truncate(0o644)
+        } else {
+            Mode::empty()
+        };
         let how = OpenHow::new()
             .flags(flags | OFlag::O_CLOEXEC)
-            .mode(Mode::from_bits_truncate(0o644))
+            .mode(mode)
             .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
         openat2(root.as_fd(), path, how)
     };
