@@ -500,3 +500,40 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(args: &[&str], env: &[&str]) -> Spec {
+        let process = oci_spec::runtime::ProcessBuilder::default()
+            .args(args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+            .env(env.iter().map(|e| e.to_string()).collect::<Vec<_>>())
+            .build()
+            .unwrap();
+        let mut spec = Spec::default();
+        spec.set_process(Some(process));
+        spec
+    }
+
+    #[test]
+    fn entrypoints_are_found_as_runc_finds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("data");
+        std::fs::write(&plain, b"not a program").unwrap();
+        let plain = plain.to_string_lossy().into_owned();
+
+        // An absolute entrypoint needs no PATH (pause images set none).
+        assert!(Entrypoint.validate(&spec(&["/bin/sh"], &[])).is_ok());
+        // A bare name is looked up in PATH, or in the default search path without one.
+        assert!(Entrypoint.validate(&spec(&["sh"], &[])).is_ok());
+        assert!(Entrypoint.validate(&spec(&["sh"], &["PATH=/bin"])).is_ok());
+        let err = Entrypoint
+            .validate(&spec(&["sh"], &["PATH=/nowhere"]))
+            .unwrap_err();
+        assert!(err.to_string().contains("\"sh\" not found"), "{err}");
+        let err = Entrypoint.validate(&spec(&[&plain], &[])).unwrap_err();
+        assert!(err.to_string().contains("not an executable file"), "{err}");
+        assert!(Entrypoint.validate(&spec(&[], &[])).is_err());
+    }
+}
