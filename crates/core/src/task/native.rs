@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio as ProcessStdio};
@@ -380,7 +381,8 @@ fn run_op(args: &[String]) -> std::result::Result<i32, String> {
     let builder = || -> std::result::Result<ContainerBuilder, String> {
         let builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_root_path(root)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .with_executor(Entrypoint);
         // Our own copies of fds 0, 1, 2: libcontainer moves them onto 0, 1, 2 of the
         // container's process and closes the originals.
         let dup = |fd| nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
@@ -390,11 +392,7 @@ fn run_op(args: &[String]) -> std::result::Result<i32, String> {
             o.map_err(|e| e.to_string())?,
             e.map_err(|e| e.to_string())?,
         );
-        Ok(builder
-            .with_executor(EntrypointExecutor(DefaultExecutor {}))
-            .with_stdin(i)
-            .with_stdout(o)
-            .with_stderr(e))
+        Ok(builder.with_stdin(i).with_stdout(o).with_stderr(e))
     };
     match op {
         "create" => {
@@ -433,29 +431,58 @@ fn run_op(args: &[String]) -> std::result::Result<i32, String> {
     }
 }
 
-/// libcontainer's default executor, except that an absolute entrypoint needs no `PATH`, as
-/// under runc: the Kubernetes pause image sets no environment at all.
+/// Runs the process's `args` as runc does. libcontainer's default executor insists on a
+/// `PATH` in the environment even for an absolute entrypoint, which pause images do not set.
 #[derive(Clone)]
-struct EntrypointExecutor(DefaultExecutor);
+struct Entrypoint;
 
-impl Executor for EntrypointExecutor {
+/// The search path when the process's environment has no `PATH`, as runc uses.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl Executor for Entrypoint {
     fn exec(&self, spec: &Spec) -> std::result::Result<(), ExecutorError> {
-        self.0.exec(spec)
+        DefaultExecutor {}.exec(spec)
     }
 
+    /// Runs in the container, after its root is in place: the entrypoint must be an
+    /// executable file there.
     fn validate(&self, spec: &Spec) -> std::result::Result<(), ExecutorValidationError> {
-        let process = spec.process().as_ref();
-        let has_path = process
-            .and_then(|p| p.env().as_ref())
-            .is_some_and(|env| env.iter().any(|e| e.starts_with("PATH=")));
-        let absolute = process
-            .and_then(|p| p.args().as_ref())
+        let invalid = ExecutorValidationError::ArgValidationError;
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| invalid("the spec has no process".into()))?;
+        let arg0 = process
+            .args()
+            .as_ref()
             .and_then(|a| a.first())
-            .is_some_and(|a| a.starts_with('/'));
-        if absolute && !has_path {
-            return Ok(());
+            .ok_or_else(|| invalid("process.args is empty".into()))?;
+        let found = if arg0.contains('/') {
+            Some(PathBuf::from(arg0))
+        } else {
+            let path_var = process
+                .env()
+                .iter()
+                .flatten()
+                .find_map(|kv| kv.strip_prefix("PATH="))
+                .unwrap_or(DEFAULT_PATH);
+            path_var
+                .split(':')
+                .map(|dir| Path::new(dir).join(arg0))
+                .find(|p| p.is_file())
+        };
+        let path = found.ok_or_else(|| invalid(format!("executable {arg0:?} not found")))?;
+        let executable = std::fs::metadata(&path)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false);
+        if executable {
+            Ok(())
+        } else {
+            Err(invalid(format!(
+                "{} is not an executable file",
+                path.display()
+            )))
         }
-        self.0.validate(spec)
     }
 }
 
@@ -472,4 +499,41 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(args: &[&str], env: &[&str]) -> Spec {
+        let process = oci_spec::runtime::ProcessBuilder::default()
+            .args(args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+            .env(env.iter().map(|e| e.to_string()).collect::<Vec<_>>())
+            .build()
+            .unwrap();
+        let mut spec = Spec::default();
+        spec.set_process(Some(process));
+        spec
+    }
+
+    #[test]
+    fn entrypoints_are_found_as_runc_finds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("data");
+        std::fs::write(&plain, b"not a program").unwrap();
+        let plain = plain.to_string_lossy().into_owned();
+
+        // An absolute entrypoint needs no PATH (pause images set none).
+        assert!(Entrypoint.validate(&spec(&["/bin/sh"], &[])).is_ok());
+        // A bare name is looked up in PATH, or in the default search path without one.
+        assert!(Entrypoint.validate(&spec(&["sh"], &[])).is_ok());
+        assert!(Entrypoint.validate(&spec(&["sh"], &["PATH=/bin"])).is_ok());
+        let err = Entrypoint
+            .validate(&spec(&["sh"], &["PATH=/nowhere"]))
+            .unwrap_err();
+        assert!(err.to_string().contains("\"sh\" not found"), "{err}");
+        let err = Entrypoint.validate(&spec(&[&plain], &[])).unwrap_err();
+        assert!(err.to_string().contains("not an executable file"), "{err}");
+        assert!(Entrypoint.validate(&spec(&[], &[])).is_err());
+    }
 }
