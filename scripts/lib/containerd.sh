@@ -313,8 +313,12 @@ JSON
         SystemdCgroup = false
     [$cri.containerd.runtimes.wasmtime]
       runtime_type = \"io.containerd.wasmtime.v1\"
+      pod_annotations = [\"wasm-shim/*\"]
+      container_annotations = [\"wasm-shim/*\"]
     [$cri.containerd.runtimes.wasmedge]
-      runtime_type = \"io.containerd.wasmedge.v1\""
+      runtime_type = \"io.containerd.wasmedge.v1\"
+      pod_annotations = [\"wasm-shim/*\"]
+      container_annotations = [\"wasm-shim/*\"]"
     if ((major >= 2)); then
         local bins="bin_dirs = [\"$bin_dir\"]"
         ((minor < 1)) && bins="bin_dir = \"$bin_dir\""

@@ -171,6 +171,8 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
             .remove(SANDBOX_ID_ANNOTATION)
             .unwrap_or_else(|| opts.id.clone());
         let (_, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
+        // containerd reconnects through this file after it restarts (1.6 reads nothing else).
+        containerd_shim::util::write_address(&address)?;
         Ok(address)
     }
 
