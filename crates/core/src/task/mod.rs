@@ -682,11 +682,16 @@ impl containerd_shim::Task for TaskService {
         // The cgroup's members when there is one (containerd 1.7+ asks after a restart, and
         // CRI's PodSandboxStats counts them): a native container's exec processes and their
         // children too; else the init process while it lives.
-        let pids = match cgroup? {
+        // The init process always: a Wasm instance is not in every v1 hierarchy, and the
+        // cgroup may be read from one it is not in. containerd 1.7+ takes an empty list after a
+        // restart for a leaked shim and deletes the task.
+        let mut pids = match cgroup? {
             Some(cg) if status != Status::Stopped => cg.pids()?,
-            _ if status != Status::Stopped => vec![pid],
             _ => Vec::new(),
         };
+        if status != Status::Stopped && !pids.contains(&pid) {
+            pids.insert(0, pid);
+        }
         Ok(api::PidsResponse {
             processes: pids
                 .into_iter()
