@@ -736,3 +736,40 @@ fn wasm_pod_survives_containerd_restart() {
     wait_log(&pod, "ticker", "a tick", |l| l.starts_with("tick "));
     check_restart(&cri, pod, &ticker, Some(&side));
 }
+
+/// The CNCF Wasm OCI artifact (config `application/vnd.wasm.config.v0+json`, one
+/// `application/wasm` layer): `ctr run` cannot start it (its config is not an image config),
+/// CRI can, and the shim reads the module from containerd's content store. containerd 1.6
+/// cannot unpack a layer that is not a tar, so it runs on 1.7 and 2.x.
+#[test]
+fn wasm_cncf_artifact_runs() {
+    let (major, minor) = e2e::containerd_version();
+    if (major, minor) < (1, 7) {
+        eprintln!("skipped: containerd {major}.{minor} cannot unpack non-tar image layers");
+        return;
+    }
+    let _g = shared();
+    let cri = cri();
+    let ns = e2e::Ns::named(CRI_NAMESPACE);
+    let tar = config().images_dir.join("hello-artifact.tar");
+    ns.ctr_with(
+        &["image", "import", "--all-platforms", tar.to_str().unwrap()],
+        e2e::Input::Null,
+        e2e::CTR_TIMEOUT * 2,
+    )
+    .assert_success();
+    let image = e2e::image_ref("hello-artifact");
+    let pod = Pod::run(&cri, "wasm-artifact", &wasm_handler()).expect("RunPodSandbox");
+    // The artifact's config names no entrypoint: the pod spec gives the command.
+    let id = pod
+        .start(&container_config("hello", &image, &["/hello.wasm"], &[]))
+        .expect("starting the artifact");
+    let st = cri
+        .wait_container_state(&id, ContainerState::ContainerExited, Duration::from_secs(30))
+        .expect("hello exits");
+    assert_eq!(st.exit_code, 0, "{}", describe_status(&st));
+    assert_eq!(log_lines(&pod, "hello", "stdout"), ["hello from wasm"]);
+    let t = trace(&cri, &pod, &[&id]);
+    pod.remove().expect("stopping and removing the pod");
+    assert_nothing_left(&cri, &t);
+}
