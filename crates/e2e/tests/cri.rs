@@ -765,11 +765,111 @@ fn wasm_cncf_artifact_runs() {
         .start(&container_config("hello", &image, &["/hello.wasm"], &[]))
         .expect("starting the artifact");
     let st = cri
-        .wait_container_state(&id, ContainerState::ContainerExited, Duration::from_secs(30))
+        .wait_container_state(
+            &id,
+            ContainerState::ContainerExited,
+            Duration::from_secs(30),
+        )
         .expect("hello exits");
     assert_eq!(st.exit_code, 0, "{}", describe_status(&st));
     assert_eq!(log_lines(&pod, "hello", "stdout"), ["hello from wasm"]);
     let t = trace(&cri, &pod, &[&id]);
     pod.remove().expect("stopping and removing the pod");
     assert_nothing_left(&cri, &t);
+}
+
+/// Not a test: the CRI figures of docs/benchmarks-cri.md. Alternates runc and Wasm pods, each
+/// a sandbox plus one sleeping container (busybox `sleep` under runc, the Wasm `tick` guest
+/// under the Wasm handler), and prints medians of RunPodSandbox, CreateContainer and
+/// StartContainer as the client sees them, plus the PSS of the pod's shim and of the
+/// processes serving its container. Run with `--ignored cri_figures`.
+#[test]
+#[ignore]
+fn cri_figures() {
+    let _g = shared();
+    let cri = cri();
+    let n: usize = std::env::var("CRI_FIGURES_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mut rows: Vec<(&str, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> = vec![
+        ("runc", vec![], vec![], vec![], vec![], vec![]),
+        ("wasm", vec![], vec![], vec![], vec![], vec![]),
+    ];
+    for i in 0..n + 1 {
+        for row in rows.iter_mut() {
+            let handler = if row.0 == "runc" {
+                "runc".to_string()
+            } else {
+                wasm_handler()
+            };
+            let t0 = Instant::now();
+            let pod =
+                Pod::run(&cri, &format!("fig-{}-{i}", row.0), &handler).expect("RunPodSandbox");
+            let run_pod = t0.elapsed();
+            let config = if row.0 == "runc" {
+                busybox("c", "sleep 600")
+            } else {
+                wasm("c", &["tick", "100000"])
+            };
+            let t1 = Instant::now();
+            let id = cri
+                .create_container(&pod.id, &pod.config, &config)
+                .expect("CreateContainer");
+            let create = t1.elapsed();
+            let t2 = Instant::now();
+            cri.start_container(&id).expect("StartContainer");
+            let start = t2.elapsed();
+            std::thread::sleep(Duration::from_millis(300));
+            // The pod's shim is the process whose -id is the sandbox's id.
+            let shim: Vec<u32> = processes_mentioning(&pod.id)
+                .into_iter()
+                .filter(|(_, cmd)| cmd.contains("-id ") && cmd.contains("shim"))
+                .map(|(pid, _)| pid)
+                .collect();
+            // The container's own process: the instance process of a Wasm container.
+            let serving: Vec<u32> = e2e::Ns::named(CRI_NAMESPACE)
+                .task(&id)
+                .map(|t| t.pid)
+                .into_iter()
+                .collect();
+            if i > 0 {
+                // The first round warms images and the node cache.
+                row.1.push(run_pod.as_secs_f64() * 1e3);
+                row.2.push(create.as_secs_f64() * 1e3);
+                row.3.push(start.as_secs_f64() * 1e3);
+                row.4.push(pss_kib(&shim) / 1024.0);
+                row.5.push(pss_kib(&serving) / 1024.0);
+            }
+            pod.remove().expect("removing the pod");
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    println!("| handler | RunPodSandbox ms | CreateContainer ms | StartContainer ms | PSS of the pod's shim MB | PSS of the container's own processes MB |");
+    println!("|---|---|---|---|---|---|");
+    for (name, a, b, c, d, e) in rows.iter_mut() {
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            median(a),
+            median(b),
+            median(c),
+            median(d),
+            median(e)
+        );
+    }
+}
+
+/// Sum of the PSS (KiB) of `pids`, from /proc/PID/smaps_rollup.
+fn pss_kib(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).ok())
+        .filter_map(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .sum()
 }
