@@ -198,6 +198,7 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
         for dir in staging {
             let _ = std::fs::remove_dir_all(dir);
         }
+        remove_orphan_cgroup(&bundle, &self.id);
         let _ = std::fs::remove_file(bundle.join(instance::CONFIG_FILE));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -252,6 +253,22 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
 }
 
 /// Kill an instance process whose shim died, if it is still the one of this bundle.
+/// The cgroup a dead shim's Wasm container made (libcontainer's own cleanup covers native
+/// ones). Removing it also kills what is left in it.
+fn remove_orphan_cgroup(bundle: &Path, id: &str) {
+    let Ok(config) = std::fs::read(bundle.join(instance::CONFIG_FILE)) else {
+        return;
+    };
+    let Ok(config) = serde_json::from_slice::<instance::InstanceConfig>(&config) else {
+        return;
+    };
+    if let Some(cg) = &config.placement.cgroup {
+        if let Err(e) = crate::placement::ContainerCgroup::open(cg, id).and_then(|c| c.remove()) {
+            log::warn!("{id}: {e}");
+        }
+    }
+}
+
 fn kill_orphan_instance(bundle: &Path) {
     let Some(pid) = std::fs::read_to_string(bundle.join(PID_FILE))
         .ok()
