@@ -288,6 +288,25 @@ impl Cri {
         .map(drop)
     }
 
+    /// `UpdateContainerResources` with new Linux resources.
+    pub fn update_container_resources(
+        &self,
+        id: &str,
+        resources: api::LinuxContainerResources,
+    ) -> CriResult<()> {
+        self.call(
+            format!("UpdateContainerResources({id})"),
+            CRI_TIMEOUT,
+            self.runtime()
+                .update_container_resources(api::UpdateContainerResourcesRequest {
+                    container_id: id.into(),
+                    linux: Some(resources),
+                    ..Default::default()
+                }),
+        )
+        .map(drop)
+    }
+
     /// `StopContainer` with a grace period of `grace` seconds.
     pub fn stop_container(&self, id: &str, grace: i64) -> CriResult<()> {
         self.call(

@@ -873,3 +873,51 @@ fn pss_kib(pids: &[u32]) -> f64 {
         })
         .sum()
 }
+
+/// UpdateContainerResources on a running Wasm container rewrites its cgroup's limits, as
+/// kubelet's in-place resize does: the kernel then holds the guest to them.
+#[test]
+fn wasm_update_resources() {
+    let _g = shared();
+    let cri = cri();
+    let pod = Pod::run(&cri, "wasm-update", &wasm_handler()).expect("RunPodSandbox");
+    let id = pod
+        .start(&with_memory_limit(
+            wasm("busy", &["tick", "1000"]),
+            64 << 20,
+        ))
+        .expect("starting busy");
+    wait_log(&pod, "busy", "a tick", |l| l.starts_with("tick "));
+    // cgroup v2 (unified) or v1.
+    let (root, file) = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        ("/sys/fs/cgroup", "memory.max")
+    } else {
+        ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")
+    };
+    let limit_file = std::path::PathBuf::from(root)
+        .join(pod.cgroup_parent().trim_start_matches('/'))
+        .join(&id)
+        .join(file);
+    let read_limit = || {
+        std::fs::read_to_string(&limit_file)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", limit_file.display()))
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(read_limit(), 64 << 20, "the limit at start");
+    cri.update_container_resources(
+        &id,
+        k8s_cri::v1::LinuxContainerResources {
+            memory_limit_in_bytes: 96 << 20,
+            cpu_shares: 512,
+            ..Default::default()
+        },
+    )
+    .expect("UpdateContainerResources");
+    assert_eq!(read_limit(), 96 << 20, "the limit after the update");
+    assert_eq!(state_of(&cri, &id), ContainerState::ContainerRunning);
+    let t = trace(&cri, &pod, &[&id]);
+    pod.remove().expect("stopping and removing the pod");
+    assert_nothing_left(&cri, &t);
+}
