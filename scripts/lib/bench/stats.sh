@@ -60,6 +60,7 @@ bench_div() {
 #  22 cache lookup start -> first guest instruction (timestamps)
 #  23 lookup + instance ready (server)   24 lookup + engine load + instantiate
 #  25 spawn overhead: instance ready (server) - instance ready (instance)
+#  26 cgroup + network namespace join (in the instance, before the engine starts)
 
 # bench_phases RUNS_TSV CONTAINERD_LOG  ->  the phases file on stdout, one row
 # per run of RUNS_TSV (series, id, start us, end us, wall us; epoch microseconds).
@@ -137,6 +138,9 @@ bench_phases() {
                 if (index(rest, " cache hit ") > 0) { outcome[id] = "hit"; lookup[id] = after(rest, "hit") }
                 else if (index(rest, " compiled ") > 0) { outcome[id] = "compiled"; lookup[id] = after(rest, "compiled") }
                 t_art[id] = ts
+            } else if (index(rest, "cgroup + netns ") == 1) {
+                place[id] = after(rest, "netns")
+                load[id] = after(rest, "load"); inst[id] = after(rest, "instantiate")
             } else if (index(rest, "engine start + load ") == 1) {
                 load[id] = after(rest, "load"); inst[id] = after(rest, "instantiate")
             } else if (rest ~ /^engine .* instance ready in /) {
@@ -145,7 +149,7 @@ bench_phases() {
                 sready[id] = after(rest, "in"); t_ready[id] = ts
             } else if (index(rest, "guest ran ") == 1) {
                 guest[id] = after(rest, "ran"); t_gend[id] = ts
-            } else if (rest ~ /^instance [0-9]+ exited/) {
+            } else if (rest ~ /^(instance|process) [0-9]+ exited/) {
                 t_exit[id] = ts
             } else if (rest == "deleted") {
                 t_del[id] = ts
@@ -165,7 +169,7 @@ bench_phases() {
                     d(t0[id], t_listen[id]), d(t_listen[id], t_art[id]), d(t_art[id], t_ready[id]),
                     d(t_ready[id], gs), d(t_gend[id], t_exit[id]), d(t_exit[id], t_del[id]),
                     d(t_del[id], t_gone[id]), d(t_gone[id], t1[id]), d(t_listen[id], t_gone[id]),
-                    d(lb, gs), v(e1), v(e2), v(sp)
+                    d(lb, gs), v(e1), v(e2), v(sp), v(place[id])
             }
         }' "$1" "$2"
 }
