@@ -83,8 +83,8 @@ impl Placement {
     }
 
     /// Move the calling process into its cgroup and network namespace. Must run before the
-    /// process starts threads: a namespace switch only holds for the thread that makes it
-    /// (and the threads it starts later).
+    /// process starts threads: a namespace switch and a v1 cgroup move through `tasks` only
+    /// hold for the thread that makes them (and the threads it starts later).
     pub fn enter(&self, id: &str, needs_network: bool) -> Result<()> {
         if let Some(cg) = &self.cgroup {
             let pid = std::process::id();
@@ -94,7 +94,7 @@ impl Placement {
                     Ok(CgroupSetup::Legacy | CgroupSetup::Hybrid)
                 );
             if fast_v1 {
-                cgroup_v1::join(&cg.path, pid, cg.resources.as_ref())?;
+                cgroup_v1::join_self(&cg.path, cg.resources.as_ref())?;
             }
             let has_limits = cg
                 .resources
