@@ -16,7 +16,7 @@ use crate::config::NodeConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::image_layers::Containerd;
 use crate::instance::{self, InstanceConfig};
-use crate::placement::{CgroupPlacement, ContainerCgroup, Placement};
+use crate::placement::{ContainerCgroup, Placement};
 use crate::policy::SandboxPolicy;
 use crate::source::ModuleSource;
 use crate::task::compile::Compiler;
@@ -33,11 +33,8 @@ pub enum Status {
 }
 
 pub struct Container {
-    id: String,
     bundle: PathBuf,
     pub pid: u32,
-    /// The cgroup the instance process joins, if the spec names one.
-    pub cgroup: Option<CgroupPlacement>,
     start_pipe: Option<File>,
     /// The instance's status pipe after `ready`: a note on how the guest ended, if any.
     status_pipe: Option<File>,
@@ -52,6 +49,8 @@ pub struct CreateRequest<'a> {
     pub id: &'a str,
     pub bundle: &'a Path,
     pub spec: &'a Spec,
+    /// The cgroup and network namespace the instance process enters.
+    pub placement: &'a Placement,
     pub stdio: &'a StdioPaths,
     pub terminal: bool,
     /// containerd's API, for modules carried as image layers.
@@ -77,7 +76,6 @@ impl Container {
         let spec = req.spec;
         let mut policy = SandboxPolicy::from_spec(spec, req.bundle, node, &probe_source)?;
         let entry_function = SandboxPolicy::entry_function(spec);
-        let placement = Placement::from_spec(spec)?;
         let t_policy = t0.elapsed();
 
         let sandbox_mounts = SandboxMounts::set_up(&mut policy, req.bundle)?;
@@ -106,7 +104,7 @@ impl Container {
         let config = InstanceConfig {
             id: req.id.to_string(),
             policy,
-            placement: placement.clone(),
+            placement: req.placement.clone(),
             artifact: artifact.path,
             kind: source.kind,
             entry_function,
@@ -124,7 +122,8 @@ impl Container {
         let (pid, start_pipe, status_pipe) = spawn_instance(req.bundle, stdio, &node.instance_env)
             .inspect_err(|_| {
                 // The instance may have made its cgroup before it failed.
-                if let Some(Err(e)) = placement
+                if let Some(Err(e)) = req
+                    .placement
                     .cgroup
                     .as_ref()
                     .map(|cg| ContainerCgroup::open(cg, req.id).and_then(|c| c.remove()))
@@ -141,10 +140,8 @@ impl Container {
             t3.elapsed().as_micros()
         );
         Ok(Container {
-            id: req.id.to_string(),
             bundle: req.bundle.to_path_buf(),
             pid,
-            cgroup: placement.cgroup,
             start_pipe: Some(start_pipe),
             status_pipe: Some(status_pipe),
             stdin_feeder,
@@ -161,14 +158,6 @@ impl Container {
         pipe.write_all(b"s")
             .io_context(|| format!("starting instance {}", self.pid))?;
         Ok(())
-    }
-
-    /// The container's cgroup, for statistics and updates.
-    pub fn open_cgroup(&self) -> Result<Option<ContainerCgroup>> {
-        self.cgroup
-            .as_ref()
-            .map(|cg| ContainerCgroup::open(cg, &self.id))
-            .transpose()
     }
 
     /// Whether the guest failed at its memory limit; asked once its process has exited.
@@ -199,12 +188,7 @@ impl Container {
         for staging in ["scratch", "mounts"] {
             let _ = std::fs::remove_dir_all(self.bundle.join(staging));
         }
-        let cgroup = match self.open_cgroup() {
-            Ok(Some(cg)) => cg.remove(),
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        };
-        mounts.and(self.rootfs.unmount()).and(cgroup)
+        mounts.and(self.rootfs.unmount())
     }
 }
 

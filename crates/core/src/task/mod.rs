@@ -37,7 +37,7 @@ use oci_spec::runtime::Spec;
 use crate::config::NodeConfig;
 use crate::error::Error;
 use crate::image_layers::Containerd;
-use crate::placement::ContainerCgroup;
+use crate::placement::{CgroupPlacement, ContainerCgroup, Placement};
 use crate::source::probe_entrypoint;
 use container::{Container, CreateRequest, Status, REAP_TIMEOUT};
 use native::NativeContainer;
@@ -110,14 +110,6 @@ impl Backend {
         }
     }
 
-    /// The container's cgroup (`linux.cgroupsPath`), if the spec names one.
-    fn open_cgroup(&self) -> crate::Result<Option<ContainerCgroup>> {
-        match self {
-            Backend::Wasm(c) => c.open_cgroup(),
-            Backend::Native(c) => c.open_cgroup(),
-        }
-    }
-
     /// Exec processes exist only in native containers.
     fn native(&mut self) -> TtrpcResult<&mut NativeContainer> {
         match self {
@@ -133,9 +125,19 @@ struct Task {
     init: Process,
     execs: HashMap<String, Process>,
     backend: Backend,
+    /// `linux.cgroupsPath`: the instance process joins it, libcontainer creates it.
+    cgroup: Option<CgroupPlacement>,
 }
 
 impl Task {
+    /// The container's cgroup, for Pids, Stats, Update and its removal.
+    fn open_cgroup(&self) -> crate::Result<Option<ContainerCgroup>> {
+        self.cgroup
+            .as_ref()
+            .map(|cg| ContainerCgroup::open(cg, &self.id))
+            .transpose()
+    }
+
     /// The init process for an empty `exec_id`, else that exec process.
     fn process(&self, exec_id: &str) -> TtrpcResult<&Process> {
         if exec_id.is_empty() {
@@ -239,26 +241,29 @@ impl TaskService {
         &self,
         req: &api::CreateTaskRequest,
         stdio: &StdioPaths,
-    ) -> crate::Result<(Backend, u32)> {
+    ) -> crate::Result<(Backend, u32, Option<CgroupPlacement>)> {
         let bundle = Path::new(&req.bundle);
         let spec = crate::bundle::load_spec(bundle)?;
+        let placement = Placement::from_spec(&spec)?;
         let rootfs = Rootfs::mount(bundle, &req.rootfs)?;
         if runs_natively(&req.id, &spec, bundle)? {
             let (c, pid) = NativeContainer::create(
                 &req.id,
                 bundle,
                 &spec,
+                placement.cgroup.as_ref(),
                 rootfs,
                 stdio,
                 &self.node.instance_env,
             )?;
-            return Ok((Backend::Native(c), pid));
+            return Ok((Backend::Native(c), pid, placement.cgroup));
         }
         let c = Container::create(
             CreateRequest {
                 id: &req.id,
                 bundle,
                 spec: &spec,
+                placement: &placement,
                 stdio,
                 terminal: req.terminal,
                 containerd: &self.containerd,
@@ -268,7 +273,7 @@ impl TaskService {
             &self.node,
         )?;
         let pid = c.pid;
-        Ok((Backend::Wasm(c), pid))
+        Ok((Backend::Wasm(c), pid, placement.cgroup))
     }
 }
 
@@ -434,7 +439,7 @@ impl containerd_shim::Task for TaskService {
             stdout: req.stdout.clone(),
             stderr: req.stderr.clone(),
         };
-        let (backend, pid) = self
+        let (backend, pid, cgroup) = self
             .create_backend(&req, &stdio)
             .inspect_err(|e| log::warn!("{}: create failed: {e}", req.id))?;
         {
@@ -447,6 +452,7 @@ impl containerd_shim::Task for TaskService {
                     init: Process::new(stdio, pid),
                     execs: HashMap::new(),
                     backend,
+                    cgroup,
                 },
             );
             claim_early_exit(&mut st, pid, &self.events);
@@ -646,7 +652,12 @@ impl containerd_shim::Task for TaskService {
         let mut task = st.containers.remove(&req.id).expect("checked above");
         drop(st);
         cvar.notify_all();
-        task.backend.cleanup()?;
+        // libcontainer removes a native container's cgroup itself; then this finds none.
+        let cleaned = task.backend.cleanup();
+        let cgroup_removed = task
+            .open_cgroup()
+            .and_then(|cg| cg.map_or(Ok(()), |c| c.remove()));
+        cleaned.and(cgroup_removed)?;
         let pid = task.init.pid;
         let (code, at) = task
             .init
@@ -677,7 +688,7 @@ impl containerd_shim::Task for TaskService {
         let (pid, status, cgroup) = {
             let st = self.lock();
             let task = st.container(&req.id)?;
-            (task.init.pid, task.init.status, task.backend.open_cgroup())
+            (task.init.pid, task.init.status, task.open_cgroup())
         };
         // The cgroup's members when there is one (containerd 1.7+ asks after a restart, and
         // CRI's PodSandboxStats counts them): a native container's exec processes and their
@@ -718,7 +729,7 @@ impl containerd_shim::Task for TaskService {
                     format!("container {}: process already finished", req.id),
                 ));
             }
-            (task.init.pid, task.backend.open_cgroup())
+            (task.init.pid, task.open_cgroup())
         };
         let metrics = match cgroup? {
             Some(cg) => metrics::from_cgroup(&cg.stats()?),
@@ -851,7 +862,7 @@ impl containerd_shim::Task for TaskService {
         };
         let cgroup = {
             let st = self.lock();
-            st.container(&req.id)?.backend.open_cgroup()?
+            st.container(&req.id)?.open_cgroup()?
         };
         let Some(cgroup) = cgroup else {
             return Err(status(

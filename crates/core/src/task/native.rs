@@ -33,7 +33,7 @@ use nix::fcntl::OFlag;
 use oci_spec::runtime::Spec;
 
 use crate::error::{Error, IoContext, Result};
-use crate::placement::{CgroupPlacement, ContainerCgroup, Placement};
+use crate::placement::CgroupPlacement;
 use crate::task::rootfs::Rootfs;
 use crate::task::stdio::{StdinFeeder, Stdio, StdioPaths};
 
@@ -48,8 +48,6 @@ pub struct NativeContainer {
     id: String,
     bundle: PathBuf,
     root: PathBuf,
-    /// The cgroup libcontainer made from `linux.cgroupsPath`, for Pids, Stats and Update.
-    cgroup: Option<CgroupPlacement>,
     node_env: Vec<(String, String)>,
     stdin_feeder: Option<StdinFeeder>,
     execs: HashMap<String, Exec>,
@@ -70,6 +68,7 @@ impl NativeContainer {
         id: &str,
         bundle: &Path,
         spec: &Spec,
+        cgroup: Option<&CgroupPlacement>,
         rootfs: Rootfs,
         stdio: &StdioPaths,
         node_env: &[(String, String)],
@@ -89,15 +88,13 @@ impl NativeContainer {
                 "{id}: this shim is built without libseccomp: the seccomp profile is not applied"
             );
         }
-        let cgroup = Placement::from_spec(spec)?.cgroup;
         // `slice:prefix:name` is the systemd driver's form (CRI with SystemdCgroup).
-        let systemd = cgroup.as_ref().is_some_and(|c| c.systemd);
+        let systemd = cgroup.is_some_and(|c| c.systemd);
         let root = bundle.join(STATE_DIR);
         let mut container = NativeContainer {
             id: id.to_string(),
             bundle: bundle.to_path_buf(),
             root,
-            cgroup,
             node_env: node_env.to_vec(),
             stdin_feeder: None,
             execs: HashMap::new(),
@@ -148,13 +145,6 @@ impl NativeContainer {
         container
             .kill(number, all)
             .map_err(|e| native_error(format!("sending {signal}"), e))
-    }
-
-    pub fn open_cgroup(&self) -> Result<Option<ContainerCgroup>> {
-        self.cgroup
-            .as_ref()
-            .map(|cg| ContainerCgroup::open(cg, &self.id))
-            .transpose()
     }
 
     pub fn close_stdin(&mut self, exec_id: &str) {
