@@ -414,12 +414,7 @@ ctd_restart() {
     }
     ctd_log "restarting containerd (pid $pid)"
     if [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null; then
-        local i
-        for ((i = 0; i < 100; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
+        if ! ctd__wait_gone "$pid"; then
             ctd_log "containerd did not stop within 10s"
             return 1
         fi
@@ -442,6 +437,16 @@ ctd_restart() {
         sleep 0.2
     done
     ctd_log "containerd is up again (pid $pid)"
+}
+
+# ctd__wait_gone PID: waits up to 10 s for PID to exit; fails if it is still there.
+ctd__wait_gone() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    ! kill -0 "$1" 2>/dev/null
 }
 
 # Parent pid of $1 (empty if gone); the comm field may contain spaces.
@@ -522,12 +527,7 @@ ctd_stop() {
             CTD__NAMESPACES+=("$ns")
         done
         kill -TERM "$pid" 2>/dev/null
-        local i
-        for ((i = 0; i < 100; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
+        if ! ctd__wait_gone "$pid"; then
             ctd_log "containerd did not stop within 10s; SIGKILL"
             kill -KILL "$pid" 2>/dev/null
         fi
