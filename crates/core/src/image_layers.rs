@@ -19,7 +19,8 @@ use containerd_client::tonic::{Request, Status};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::source::ModuleSource;
+use crate::image_rootfs::RootFs;
+use crate::source::{resolve_arg0, ModuleSource, DEFAULT_PATH};
 
 /// Layer media type of the CNCF Wasm OCI artifact.
 pub const MEDIA_TYPE_WASM: &str = "application/wasm";
@@ -35,6 +36,8 @@ const MEDIA_TYPE_DOCKER_LIST: &str = "application/vnd.docker.distribution.manife
 const WASM_OSES: &[&str] = &["wasi", "wasip1", "wasip2"];
 /// The whole lookup (connect, four calls, the blob) must finish within this.
 const TIMEOUT: Duration = Duration::from_secs(20);
+/// Reading all of an image for the precompile command (a compat image's every layer).
+const IMAGE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The header containerd reads the namespace of a call from.
 const NAMESPACE_HEADER: &str = "containerd-namespace";
 
@@ -89,6 +92,8 @@ struct Document {
     manifests: Option<Vec<Descriptor>>,
     #[serde(default)]
     layers: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    config: Option<Descriptor>,
 }
 
 fn is_wasm_layer(media_type: &str) -> bool {
@@ -172,6 +177,41 @@ pub(crate) fn pick_layer<'a>(
     }
 }
 
+/// A module an image carries, found for the precompile command.
+#[derive(Debug)]
+pub struct ImageModule {
+    pub source: ModuleSource,
+    /// Where in the image: a layer, or a file of the rootfs.
+    pub origin: String,
+}
+
+/// An image's manifest, reached through an index to one platform's when there is one.
+struct Manifest {
+    image: String,
+    config: Option<Descriptor>,
+    layers: Vec<Descriptor>,
+}
+
+/// The parts of an image config that say what a container of it runs.
+#[derive(Debug, Default, Deserialize)]
+struct ImageConfig {
+    #[serde(default)]
+    config: Option<ExecConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ExecConfig {
+    #[serde(default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    env: Option<Vec<String>>,
+    #[serde(default)]
+    working_dir: Option<String>,
+}
+
 impl Containerd {
     fn socket(&self) -> &str {
         self.address
@@ -182,24 +222,69 @@ impl Containerd {
     /// The module of container `id`'s image whose layer `arg0` names.
     pub fn layer_module(&self, id: &str, arg0: &str) -> Result<LayerModule> {
         let t0 = Instant::now();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| self.error(format!("starting a client runtime: {e}")))?;
-        let found = runtime.block_on(async {
-            tokio::time::timeout(TIMEOUT, self.fetch(id, arg0))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(self.error(format!("no answer within {} s", TIMEOUT.as_secs())))
-                })
+        let (source, image, media_type, connect) = self.block_on(TIMEOUT, async {
+            let c0 = Instant::now();
+            let client = self.connect().await?;
+            let connect = c0.elapsed();
+            let image = self.container_image(&client, id).await?;
+            let manifest = self.manifest(&client, image).await?;
+            let layer = pick_layer(&manifest.image, &manifest.layers, arg0)?;
+            let source = self
+                .layer_source(&client, &manifest, layer, arg0.to_string())
+                .await?;
+            Ok((source, manifest.image, layer.media_type.clone(), connect))
         })?;
-        let (source, image, media_type, connect) = found;
         Ok(LayerModule {
             source,
             image,
             media_type,
             connect,
             total: t0.elapsed(),
+        })
+    }
+
+    /// The modules image `name` carries: each Wasm layer, or, when it has none (a compat
+    /// image), the file its entrypoint names in its tar layers.
+    pub fn image_modules(&self, name: &str) -> Result<Vec<ImageModule>> {
+        self.block_on(IMAGE_TIMEOUT, async {
+            let client = self.connect().await?;
+            let manifest = self.manifest(&client, name.to_string()).await?;
+            let wasm: Vec<&Descriptor> = manifest
+                .layers
+                .iter()
+                .filter(|l| is_wasm_layer(&l.media_type))
+                .collect();
+            if wasm.is_empty() {
+                return Ok(vec![self.entrypoint_file(&client, &manifest).await?]);
+            }
+            let mut modules = Vec::new();
+            for layer in wasm {
+                let title = layer.annotations.get(ANNOTATION_TITLE).cloned();
+                let source = self
+                    .layer_source(&client, &manifest, layer, title.unwrap_or_default())
+                    .await?;
+                modules.push(ImageModule {
+                    origin: format!("Wasm layer ({})", layer.media_type),
+                    source,
+                });
+            }
+            Ok(modules)
+        })
+    }
+
+    fn block_on<T>(
+        &self,
+        limit: Duration,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| self.error(format!("starting a client runtime: {e}")))?;
+        runtime.block_on(async {
+            tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                Err(self.error(format!("no answer within {} s", limit.as_secs())))
+            })
         })
     }
 
@@ -224,17 +309,18 @@ impl Containerd {
         self.error(format!("{what}: {}", status.message()))
     }
 
-    async fn fetch(
-        &self,
-        id: &str,
-        arg0: &str,
-    ) -> Result<(ModuleSource, String, String, Duration)> {
-        let t0 = Instant::now();
-        let client = containerd_client::Client::from_path(self.socket())
+    async fn connect(&self) -> Result<containerd_client::Client> {
+        containerd_client::Client::from_path(self.socket())
             .await
-            .map_err(|e| self.error(format!("connecting: {e}")))?;
-        let connect = t0.elapsed();
+            .map_err(|e| self.error(format!("connecting: {e}")))
+    }
 
+    /// The name of the image container `id` was created from.
+    async fn container_image(
+        &self,
+        client: &containerd_client::Client,
+        id: &str,
+    ) -> Result<String> {
         let container = client
             .containers()
             .get(self.request(GetContainerRequest { id: id.into() })?)
@@ -243,31 +329,36 @@ impl Containerd {
             .into_inner()
             .container
             .ok_or_else(|| self.error(format!("container {id}: no record")))?;
-        let image_name = container.image;
-        if image_name.is_empty() {
+        if container.image.is_empty() {
             return Err(self.error(format!("container {id} names no image")));
         }
-        let image = client
+        Ok(container.image)
+    }
+
+    async fn manifest(
+        &self,
+        client: &containerd_client::Client,
+        image: String,
+    ) -> Result<Manifest> {
+        let target = client
             .images()
             .get(self.request(GetImageRequest {
-                name: image_name.clone(),
+                name: image.clone(),
             })?)
             .await
-            .map_err(|s| self.call_error(format!("image {image_name}"), s))?
+            .map_err(|s| self.call_error(format!("image {image}"), s))?
             .into_inner()
             .image
-            .ok_or_else(|| self.error(format!("image {image_name}: no record")))?;
-        let target = image
-            .target
-            .ok_or_else(|| self.error(format!("image {image_name} has no target")))?;
+            .and_then(|i| i.target)
+            .ok_or_else(|| self.error(format!("image {image} has no target")))?;
 
         let mut digest = target.digest;
         let mut media_type = target.media_type;
         // An index leads to one manifest; a manifest is read as it is.
         for _ in 0..2 {
-            let bytes = self.read(&client, &digest).await?;
+            let bytes = self.read(client, &digest).await?;
             let doc: Document = serde_json::from_slice(&bytes).map_err(|e| Error::Image {
-                image: image_name.clone(),
+                image: image.clone(),
                 reason: format!("{digest} ({media_type}) is not an OCI manifest or index: {e}"),
             })?;
             let doc_type = doc.media_type.clone().unwrap_or(media_type.clone());
@@ -276,7 +367,7 @@ impl Containerd {
                 .filter(|_| doc_type == MEDIA_TYPE_OCI_INDEX || doc_type == MEDIA_TYPE_DOCKER_LIST)
             {
                 let chosen = pick_manifest(&manifests).ok_or_else(|| Error::Image {
-                    image: image_name.clone(),
+                    image: image.clone(),
                     reason: format!(
                         "its index {digest} has no manifest for wasi/wasm (os {}) nor linux/{}",
                         WASM_OSES.join(", "),
@@ -287,35 +378,109 @@ impl Containerd {
                 media_type = chosen.media_type.clone();
                 continue;
             }
-            let layers = doc.layers.unwrap_or_default();
-            let layer = pick_layer(&image_name, &layers, arg0)?;
-            let blob = self.read(&client, &layer.digest).await?;
-            if blob.len() as i64 != layer.size {
-                return Err(Error::Image {
-                    image: image_name,
-                    reason: format!(
-                        "layer {} has {} bytes, its descriptor says {}",
-                        layer.digest,
-                        blob.len(),
-                        layer.size
-                    ),
-                });
-            }
-            // containerd's content store only commits a blob whose bytes hash to the
-            // expected digest and stores it under that digest, so the blob read back by
-            // a sha256 digest *is* the sha256 of these bytes: it serves as the module
-            // digest of the cache key without hashing the module again. Another
-            // algorithm (or none) is hashed here, so the key is always a sha256.
-            let source = if layer.digest.starts_with("sha256:") {
-                ModuleSource::with_digest(arg0.to_string(), blob, layer.digest.clone())?
-            } else {
-                ModuleSource::from_bytes(arg0.to_string(), blob)?
-            };
-            return Ok((source, image_name, layer.media_type.clone(), connect));
+            return Ok(Manifest {
+                image,
+                config: doc.config,
+                layers: doc.layers.unwrap_or_default(),
+            });
         }
         Err(Error::Image {
-            image: image_name,
+            image,
             reason: "an index leads to another index; expected a manifest".into(),
+        })
+    }
+
+    /// The module in Wasm layer `layer` of `manifest`.
+    async fn layer_source(
+        &self,
+        client: &containerd_client::Client,
+        manifest: &Manifest,
+        layer: &Descriptor,
+        guest_path: String,
+    ) -> Result<ModuleSource> {
+        let blob = self.read(client, &layer.digest).await?;
+        if blob.len() as i64 != layer.size {
+            return Err(Error::Image {
+                image: manifest.image.clone(),
+                reason: format!(
+                    "layer {} has {} bytes, its descriptor says {}",
+                    layer.digest,
+                    blob.len(),
+                    layer.size
+                ),
+            });
+        }
+        // containerd's content store only commits a blob whose bytes hash to the expected
+        // digest and stores it under that digest, so the blob read back by a sha256 digest
+        // *is* the sha256 of these bytes: it serves as the module digest of the cache key
+        // without hashing the module again. Another algorithm (or none) is hashed here, so
+        // the key is always a sha256.
+        if layer.digest.starts_with("sha256:") {
+            ModuleSource::with_digest(guest_path, blob, layer.digest.clone())
+        } else {
+            ModuleSource::from_bytes(guest_path, blob)
+        }
+    }
+
+    /// The file a compat image's entrypoint names, found in its tar layers as a container
+    /// of the image would find it: `argv[0]` of entrypoint + cmd, resolved against the
+    /// image's `PATH` (containerd's default when it has none) and working directory.
+    async fn entrypoint_file(
+        &self,
+        client: &containerd_client::Client,
+        manifest: &Manifest,
+    ) -> Result<ImageModule> {
+        let image_error = |reason: String| Error::Image {
+            image: manifest.image.clone(),
+            reason,
+        };
+        let config = manifest.config.as_ref().ok_or_else(|| {
+            image_error("its manifest has neither a Wasm layer nor an image config".into())
+        })?;
+        let bytes = self.read(client, &config.digest).await?;
+        let exec = serde_json::from_slice::<ImageConfig>(&bytes)
+            .map_err(|e| {
+                image_error(format!(
+                    "config {} is not an image config: {e}",
+                    config.digest
+                ))
+            })?
+            .config
+            .unwrap_or_default();
+        let argv: Vec<String> = exec
+            .entrypoint
+            .into_iter()
+            .flatten()
+            .chain(exec.cmd.into_iter().flatten())
+            .collect();
+        let arg0 = argv
+            .first()
+            .ok_or_else(|| image_error("it has no Wasm layer, and no entrypoint or cmd".into()))?;
+        let arg0 = arg0.split_once('#').map_or(arg0.as_str(), |(path, _)| path);
+
+        let mut layers = Vec::with_capacity(manifest.layers.len());
+        for layer in &manifest.layers {
+            layers.push(self.read(client, &layer.digest).await?);
+        }
+        let rootfs = RootFs::from_layers(layers).map_err(image_error)?;
+        let mut env: Vec<(String, String)> = exec
+            .env
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.into(), v.into())))
+            .collect();
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.push(("PATH".into(), DEFAULT_PATH.into()));
+        }
+        let cwd = exec
+            .working_dir
+            .filter(|d| !d.is_empty())
+            .unwrap_or("/".into());
+        let guest_path = resolve_arg0(arg0, &env, &cwd, |p| rootfs.file(p).is_ok());
+        let file = rootfs.file(&guest_path).map_err(image_error)?;
+        Ok(ImageModule {
+            source: ModuleSource::from_bytes(guest_path.clone(), file.to_vec())?,
+            origin: format!("file {guest_path} of its layers"),
         })
     }
 

@@ -13,13 +13,12 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, ExitSignal, Flags, StartOpts};
 
-use crate::artifact::{ArtifactCache, Outcome};
+use crate::artifact::ArtifactCache;
 use crate::config::NodeConfig;
 use crate::engine::Engine;
 use crate::image_layers::Containerd;
-use crate::source::ModuleSource;
 use crate::task::{compile, native, Compiler, TaskService};
-use crate::{instance, shim_log};
+use crate::{instance, precompile, shim_log};
 
 /// CRI groups a pod's containers under one shim with this annotation.
 const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
@@ -40,7 +39,7 @@ pub fn main<E: Engine>(runtime_id: &str) {
             shim_log::init_fifo_logger(node.log_level);
             native::helper_main(&args[2..])
         }
-        Some("compile") => precompile_cli::<E>(&node, &args[2..]),
+        Some(precompile::SUBCOMMAND) => precompile::main::<E>(&node, &args[2..]),
         Some("--version") | Some("version") => {
             println!("{} {} ({})", runtime_id, env!("CARGO_PKG_VERSION"), E::NAME);
             0
@@ -79,51 +78,6 @@ fn compile_artifact<E: Engine>(args: &[String]) -> i32 {
         .and_then(|engine| engine.precompile(&wasm, kind))
         .and_then(|artifact| std::fs::write(out, artifact).map_err(Into::into));
     match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("{e:#}");
-            1
-        }
-    }
-}
-
-/// `compile FILE...`: fill this node's cache ahead of the first start.
-fn precompile_cli<E: Engine>(node: &NodeConfig, files: &[String]) -> i32 {
-    if files.is_empty() {
-        eprintln!(
-            "usage: compile FILE.wasm...   (cache: {})",
-            node.cache_dir.display()
-        );
-        return 2;
-    }
-    let run = || -> anyhow::Result<()> {
-        let engine = E::new()?;
-        let cache = ArtifactCache::with_limit(&node.cache_dir, Some(node.cache_max_bytes))?;
-        for file in files {
-            let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("reading {file}: {e}"))?;
-            let source = ModuleSource::from_bytes(file.clone(), bytes)?;
-            let key = ArtifactCache::key(&engine.fingerprint(), &source.digest);
-            let t0 = std::time::Instant::now();
-            let (artifact, outcome) = cache.get_or_build(&key, |out| {
-                let native = engine
-                    .precompile(&source.bytes, source.kind)
-                    .map_err(crate::Error::Engine)?;
-                std::fs::write(out, native).map_err(|e| crate::Error::Cache(e.to_string()))
-            })?;
-            println!(
-                "{file}: {} {} in {} ms -> {}",
-                source.digest,
-                match outcome {
-                    Outcome::Hit => "already cached",
-                    Outcome::Compiled => "compiled",
-                },
-                t0.elapsed().as_millis(),
-                artifact.path.display()
-            );
-        }
-        Ok(())
-    };
-    match run() {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("{e:#}");

@@ -42,6 +42,9 @@ pub const NO_SUCH_FILE: &str = "no such file in the container";
 
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
 
+/// The search path of a process whose environment has no `PATH`, as runc and containerd use.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 impl ModuleSource {
     /// Read the module named by `argv[0]` of the policy.
     pub fn from_entrypoint(policy: &SandboxPolicy) -> Result<Self> {
@@ -132,7 +135,7 @@ fn resolve_guest_path(policy: &SandboxPolicy) -> Result<String> {
     ))
 }
 
-fn resolve_arg0(
+pub(crate) fn resolve_arg0(
     arg0: &str,
     env: &[(String, String)],
     cwd: &str,

@@ -19,6 +19,7 @@
 //! the test with what `ctr` printed instead of blocking the suite.
 
 pub mod cri;
+pub mod images;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -991,6 +992,65 @@ pub fn containerd_log() -> Option<String> {
         std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("reading {}: {e}", path.display())),
     )
+}
+
+/// The shim's log lines about container `id`, from containerd's log.
+pub fn shim_lines(id: &str) -> Vec<String> {
+    let log = containerd_log().expect("CTD_DIR is needed to read the shim's log");
+    let needle = format!("{id}: ");
+    log.lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// How the start of container `id` got native code for the module `digest`, from the shim's
+/// create line: `"compiled"` or `"cache hit"`.
+pub fn cache_outcome(id: &str, digest: &str) -> &'static str {
+    let lines = shim_lines(id);
+    // `<id>: hello.wasm ... (Module, N bytes, sha256:...) policy .. us, read .. us, compiled|cache hit .. us`
+    let create = lines
+        .iter()
+        .find(|l| l.contains(&format!("bytes, {digest})")))
+        .unwrap_or_else(|| {
+            panic!(
+                "{id}: no create line with the module digest {digest}:\n{}",
+                lines.join("\n")
+            )
+        });
+    if create.contains(" compiled ") {
+        "compiled"
+    } else if create.contains(" cache hit ") {
+        "cache hit"
+    } else {
+        panic!("{id}: neither compiled nor cache hit: {create}")
+    }
+}
+
+/// The shim binary containerd starts for the runtime under test
+/// (`io.containerd.wasmtime.v1` -> `containerd-shim-wasmtime-v1`), looked up in the `PATH`
+/// containerd was started with, as containerd does (`ctd_start` records it).
+pub fn shim_binary() -> PathBuf {
+    let runtime = &config().runtime;
+    let name = format!(
+        "containerd-shim-{}",
+        runtime
+            .strip_prefix("io.containerd.")
+            .unwrap_or(runtime)
+            .replace('.', "-")
+    );
+    let cmd = config()
+        .ctd_dir
+        .as_ref()
+        .map(|d| d.join("containerd.cmd"))
+        .expect("CTD_DIR is needed to find the shim binary");
+    let recorded =
+        std::fs::read_to_string(&cmd).unwrap_or_else(|e| panic!("reading {}: {e}", cmd.display()));
+    let path = recorded.lines().nth(1).unwrap_or_default();
+    path.split(':')
+        .map(|dir| Path::new(dir).join(&name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not on containerd's PATH {path}"))
 }
 
 /// Polls `check` every 50 ms until it returns true or `timeout` passes.

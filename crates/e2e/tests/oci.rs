@@ -12,107 +12,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{containerd_log, containerd_version, host_dir, Ns};
-use wasm_image::layout::{self, ExecConfig, Image};
-
-/// Wasm layers need containerd 1.7 or later; None, or why this test does not apply.
-fn skip_on_1_6(test: &str) -> bool {
-    let version = containerd_version();
-    if version < (1, 7) {
-        println!(
-            "SKIPPED {test}: containerd {}.{} cannot unpack images whose layers are not tars \
-             (checked by layer_images_need_containerd_1_7); Wasm OCI images need 1.7 or later",
-            version.0, version.1
-        );
-        return true;
-    }
-    false
-}
-
-fn module(name: &str) -> Vec<u8> {
-    let path = e2e::config().images_dir.join("modules").join(name);
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (build the test images with bash test-images/build.sh)",
-            path.display()
-        )
-    })
-}
-
-/// `bytes` with a custom section holding `nonce` appended: the same program, a module digest
-/// no earlier run has put into the node's cache.
-fn with_nonce(mut bytes: Vec<u8>, nonce: &str) -> Vec<u8> {
-    let name = b"e2e-nonce";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(nonce.as_bytes());
-    bytes.push(0); // custom section
-    let mut len = payload.len();
-    loop {
-        let byte = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            bytes.push(byte);
-            break;
-        }
-        bytes.push(byte | 0x80);
-    }
-    bytes.extend_from_slice(&payload);
-    bytes
-}
-
-fn nonce() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    format!("{}-{}", std::process::id(), t.as_nanos())
-}
-
-fn component_layer(module: Vec<u8>, title: &str) -> Image {
-    layout::component_layer_image(
-        module,
-        title,
-        &ExecConfig::default(),
-        "1970-01-01T00:00:00Z",
-    )
-    .expect("building the image")
-}
-
-/// `ctr image import --all-platforms TAR`: without it ctr keeps only the host's platform
-/// (linux/amd64) and drops a wasip1/wasip2 image ("image might be filtered out").
-fn import_tar(ns: &Ns, tar: &Path) -> e2e::Output {
-    ns.ctr_with(
-        &["image", "import", "--all-platforms", tar.to_str().unwrap()],
-        e2e::Input::Null,
-        e2e::CTR_TIMEOUT * 2,
-    )
-}
-
-/// Imports the test image `<images dir>/<stem>.tar`; returns its name.
-#[track_caller]
-fn import_test_image(ns: &Ns, stem: &str) -> String {
-    let tar = e2e::config().images_dir.join(format!("{stem}.tar"));
-    import_tar(ns, &tar).assert_success();
-    e2e::image_ref(stem)
-}
-
-/// Imports `image` as `name` into `ns` from a layout tarball written under the test's folder.
-fn import(ns: &Ns, image: &Image, name: &str) {
-    let dir = host_dir("oci-import");
-    let tar = dir.path().join("image.tar");
-    std::fs::write(&tar, layout::layout_tar(image, name).unwrap()).unwrap();
-    import_tar(ns, &tar).assert_success();
-}
-
-/// The shim's log lines about container `id`, from containerd's log.
-fn shim_lines(id: &str) -> Vec<String> {
-    let log = containerd_log().expect("CTD_DIR is needed to read the shim's log");
-    let needle = format!("{id}: ");
-    log.lines()
-        .filter(|l| l.contains(&needle))
-        .map(str::to_string)
-        .collect()
-}
+use e2e::images::{
+    component_layer, import, import_tar, import_test_image, module, nonce, skip_on_1_6, with_nonce,
+};
+use e2e::{cache_outcome, containerd_version, host_dir, shim_lines, Ns};
+use wasm_image::layout;
 
 #[test]
 fn layer_images_need_containerd_1_7() {
@@ -208,16 +112,6 @@ fn layer_digest_hits_the_node_cache_on_the_second_start() {
         out.assert_success();
         assert_eq!(out.stdout, "hello from wasm\n", "{out}");
         let lines = shim_lines(&c.id);
-        // `<id>: hello.wasm ... (Module, N bytes, sha256:...) policy .. us, read .. us, compiled|cache hit .. us`
-        let create = lines
-            .iter()
-            .find(|l| l.contains(&format!("bytes, {digest})")))
-            .unwrap_or_else(|| {
-                panic!(
-                    "no create line with the layer digest {digest} for the {run} start:\n{}",
-                    lines.join("\n")
-                )
-            });
         assert!(
             lines
                 .iter()
@@ -226,13 +120,7 @@ fn layer_digest_hits_the_node_cache_on_the_second_start() {
             "{run} start: the module did not come from the layer:\n{}",
             lines.join("\n")
         );
-        outcomes.push(if create.contains(" compiled ") {
-            "compiled"
-        } else if create.contains(" cache hit ") {
-            "cache hit"
-        } else {
-            panic!("{run} start: neither compiled nor cache hit: {create}")
-        });
+        outcomes.push(cache_outcome(&c.id, &digest));
     }
     // A digest no run has seen before: compiled once, then found by the layer's digest.
     assert_eq!(outcomes, ["compiled", "cache hit"]);

@@ -34,6 +34,7 @@ use oci_spec::runtime::Spec;
 
 use crate::error::{Error, IoContext, Result};
 use crate::placement::CgroupPlacement;
+use crate::source::DEFAULT_PATH;
 use crate::task::rootfs::Rootfs;
 use crate::task::stdio::{StdinFeeder, Stdio, StdioPaths};
 
@@ -425,9 +426,6 @@ fn run_op(args: &[String]) -> std::result::Result<i32, String> {
 /// `PATH` in the environment even for an absolute entrypoint, which pause images do not set.
 #[derive(Clone)]
 struct Entrypoint;
-
-/// The search path when the process's environment has no `PATH`, as runc uses.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 impl Executor for Entrypoint {
     fn exec(&self, spec: &Spec) -> std::result::Result<(), ExecutorError> {
