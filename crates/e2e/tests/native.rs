@@ -3,14 +3,25 @@
 
 use std::time::Duration;
 
-use e2e::{assert_nothing_left, eventually, state_dir, Ns, Output, RUNC_RUNTIME};
+use e2e::{assert_nothing_left, eventually, host_dir, state_dir, Ns, Output, RUNC_RUNTIME};
 
 const BUSYBOX: &str = "busybox";
 
 /// The same command under the runtime under test and under runc.
 fn both(ns: &Ns, label: &str, args: &[&str], stdin: Option<&[u8]>) -> (Output, Output) {
+    both_with(ns, label, &[], args, stdin)
+}
+
+/// As [`both`], with further `ctr run` flags.
+fn both_with(
+    ns: &Ns,
+    label: &str,
+    flags: &[&str],
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> (Output, Output) {
     let run = |runtime: Option<&str>| {
-        let mut r = ns.run(BUSYBOX).args(args);
+        let mut r = ns.run(BUSYBOX).flags(flags).args(args);
         if let Some(rt) = runtime {
             r = r.runtime(rt);
         }
@@ -44,6 +55,41 @@ fn output_stdin_and_exit_codes_match_runc() {
     runc.assert_code(0);
     assert_eq!(ours.stdout, "piped in\n", "{ours}");
     assert_eq!(ours.stdout, runc.stdout);
+}
+
+#[test]
+fn seccomp_profiles_are_enforced_as_under_runc() {
+    let ns = Ns::new("native-seccomp");
+    let dir = host_dir("native-seccomp");
+    let profile = dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}"#,
+    )
+    .unwrap();
+    let script = ["sh", "-c", "mkdir /made && echo made"];
+
+    // Without a profile mkdir works; containerd's default profile allows it too.
+    let (ours, runc) = both(&ns, "no-profile", &script, None);
+    ours.assert_code(0);
+    runc.assert_code(0);
+    assert_eq!(ours.stdout, "made\n", "{ours}");
+    let (ours, runc) = both_with(&ns, "default-profile", &["--seccomp"], &script, None);
+    ours.assert_code(0);
+    runc.assert_code(0);
+    assert_eq!(ours.stdout, runc.stdout);
+
+    // A profile that refuses mkdir with EPERM: refused in the container.
+    let flags = ["--seccomp", "--seccomp-profile", profile.to_str().unwrap()];
+    let (ours, runc) = both_with(&ns, "no-mkdir", &flags, &script, None);
+    assert!(
+        runc.code.is_some_and(|c| c != 0) && runc.stderr.contains("not permitted"),
+        "runc was expected to refuse mkdir:\n{runc}"
+    );
+    assert_eq!(ours.code, runc.code, "{ours}");
+    assert!(ours.stderr.contains("not permitted"), "{ours}");
+    assert_eq!(ours.stdout, "", "{ours}");
 }
 
 #[test]

@@ -80,14 +80,11 @@ impl NativeContainer {
                     .into(),
             ));
         }
-        let linux = spec
-            .linux()
-            .as_ref()
-            .ok_or_else(|| Error::spec("linux", "a native container needs the linux section"))?;
-        if linux.seccomp().is_some() {
-            log::warn!(
-                "{id}: this shim is built without libseccomp: the seccomp profile is not applied"
-            );
+        if spec.linux().is_none() {
+            return Err(Error::spec(
+                "linux",
+                "a native container needs the linux section",
+            ));
         }
         // `slice:prefix:name` is the systemd driver's form (CRI with SystemdCgroup).
         let systemd = cgroup.is_some_and(|c| c.systemd);
