@@ -431,7 +431,10 @@ fn runc_pod_lifecycle() {
 /// What the `spew` containers wrote, as the CRI log shows it.
 #[track_caller]
 fn check_spew_log(pod: &Pod<'_>, name: &str, long: usize) {
-    let raw = read_log(&pod.log_path(name)).unwrap_or_else(|e| panic!("{e}"));
+    // Complete when the exit is reported: the shim reports it once containerd has read the
+    // FIFOs (containerd closes them right after), so nothing waits here.
+    let path = pod.log_path(name);
+    let raw = read_log(&path).unwrap_or_else(|e| panic!("{e}"));
     let out = log_text_lines(&raw, "stdout");
     assert!(
         raw.iter().any(|l| l.partial && l.text.starts_with('x')),
@@ -445,7 +448,21 @@ fn check_spew_log(pod: &Pod<'_>, name: &str, long: usize) {
         first.chars().take(50).collect::<String>()
     );
     let burst: Vec<&String> = out.iter().filter(|l| l.starts_with("burst ")).collect();
-    assert_eq!(burst.len(), 20000, "burst lines in the log");
+    if burst.len() != 20000 {
+        let seen: std::collections::HashSet<&str> = burst.iter().map(|l| l.as_str()).collect();
+        let missing: Vec<usize> = (1..=20000)
+            .filter(|i| !seen.contains(format!("burst {i}").as_str()))
+            .collect();
+        panic!(
+            "{} burst lines in the log, not 20000; missing {} of them, first {:?}, last {:?}; \
+             last line of the log: {:?}",
+            burst.len(),
+            missing.len(),
+            &missing[..missing.len().min(5)],
+            missing.last(),
+            raw.last()
+        );
+    }
     for (i, l) in burst.iter().enumerate() {
         assert_eq!(
             **l,

@@ -42,7 +42,7 @@ use crate::source::probe_entrypoint;
 use container::{Container, CreateRequest, Status, REAP_TIMEOUT};
 use native::NativeContainer;
 use rootfs::Rootfs;
-use stdio::StdioPaths;
+use stdio::{OutputDrain, StdioPaths};
 
 pub use compile::Compiler;
 pub use rootfs::unmount_all;
@@ -60,11 +60,14 @@ struct Process {
     pid: u32,
     status: Status,
     exit: Option<Exit>,
+    /// Taken when the process exits: the exit is reported once its output is read.
+    output: Option<OutputDrain>,
 }
 
 impl Process {
     fn new(stdio: StdioPaths, pid: u32) -> Self {
         Process {
+            output: Some(OutputDrain::open(&stdio)),
             stdio,
             pid,
             status: Status::Created,
@@ -72,6 +75,10 @@ impl Process {
         }
     }
 }
+
+/// How long an exit waits for containerd to read the process's output, as runc's shim
+/// waits for its output copy at Delete.
+const OUTPUT_DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 /// What runs a task's processes.
 enum Backend {
@@ -215,10 +222,24 @@ impl TaskService {
                         code: exit_code as u32,
                         at: now(),
                     };
-                    let (lock, cvar) = &*state;
-                    let mut st = lock.lock().unwrap();
-                    record_exit(&mut st, pid as u32, exit, &events);
-                    cvar.notify_all();
+                    let output = take_output(&mut state.0.lock().unwrap(), pid as u32);
+                    let Some(output) = output else {
+                        record_exit_now(&state, pid as u32, exit, &events);
+                        continue;
+                    };
+                    // Off this thread: other exits are not held up by a slow reader.
+                    let (drain_state, drain_events) = (state.clone(), events.clone());
+                    let spawned =
+                        std::thread::Builder::new()
+                            .name("drain".into())
+                            .spawn(move || {
+                                output.wait(OUTPUT_DRAIN_LIMIT);
+                                record_exit_now(&drain_state, pid as u32, exit, &drain_events);
+                            });
+                    if let Err(e) = spawned {
+                        log::warn!("process {pid}: output not drained ({e})");
+                        record_exit_now(&state, pid as u32, exit, &events);
+                    }
                 }
             })
             .expect("starting the exits thread");
@@ -310,6 +331,22 @@ impl State {
     fn container_mut(&mut self, id: &str) -> TtrpcResult<&mut Task> {
         self.containers.get_mut(id).ok_or_else(|| not_found(id))
     }
+}
+
+fn record_exit_now(state: &(Mutex<State>, Condvar), pid: u32, exit: Exit, events: &events::Events) {
+    let (lock, cvar) = state;
+    record_exit(&mut lock.lock().unwrap(), pid, exit, events);
+    cvar.notify_all();
+}
+
+/// The output of the running process `pid`, to drain before its exit is recorded.
+fn take_output(st: &mut State, pid: u32) -> Option<OutputDrain> {
+    st.containers.values_mut().find_map(|t| {
+        std::iter::once(&mut t.init)
+            .chain(t.execs.values_mut())
+            .find(|p| p.pid == pid && p.status == Status::Running)
+            .and_then(|p| p.output.take())
+    })
 }
 
 fn record_exit(st: &mut State, pid: u32, exit: Exit, events: &events::Events) {

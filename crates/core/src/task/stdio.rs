@@ -7,6 +7,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::error::{IoContext, Result};
 
@@ -56,6 +57,71 @@ fn open_output(path: &str) -> Result<OwnedFd> {
         .open(path)
         .io_context(|| format!("opening stdio {path}"))?;
     Ok(file.into())
+}
+
+/// The output FIFOs of a process, held so that its exit is reported only once containerd has
+/// read what the process wrote.
+///
+/// containerd closes its end of the FIFOs soon after it learns of the exit (CRI does so
+/// within milliseconds), and what is still in the pipe's buffer (up to 64 KiB) is lost from
+/// the log. runc's shim copies output itself and waits for its copy before Delete; here the
+/// process writes into the FIFOs directly, so the shim waits until the pipes are empty
+/// (`FIONREAD`) before it reports the exit, then lets go of them.
+pub struct OutputDrain {
+    fifos: Vec<File>,
+}
+
+impl OutputDrain {
+    /// Holds `stdout` and `stderr` if they are FIFOs (a log file or nothing needs no drain).
+    pub fn open(paths: &StdioPaths) -> Self {
+        let fifos = [&paths.stdout, &paths.stderr]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .filter(|p| {
+                use std::os::unix::fs::FileTypeExt;
+                std::fs::metadata(p).is_ok_and(|m| m.file_type().is_fifo())
+            })
+            // Read-write: the open cannot block on a reader, and nothing is ever read here.
+            .filter_map(|p| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+                    .open(p)
+                    .ok()
+            })
+            .collect();
+        OutputDrain { fifos }
+    }
+
+    /// Waits until the reader has taken everything from the pipes, or `limit` passes (a
+    /// reader that went away); then closes them.
+    pub fn wait(self, limit: Duration) {
+        let start = Instant::now();
+        while self.fifos.iter().any(|f| unread(f) > 0) {
+            if start.elapsed() >= limit {
+                log::warn!(
+                    "output not read within {} ms of the exit: what is left may be lost",
+                    limit.as_millis()
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// Bytes waiting in a pipe (0 if it cannot tell).
+fn unread(fifo: &File) -> i32 {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer.
+    let rc = unsafe { libc::ioctl(fifo.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if rc == 0 {
+        n
+    } else {
+        0
+    }
 }
 
 fn dev_null(write: bool) -> Result<OwnedFd> {
