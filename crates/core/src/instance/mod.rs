@@ -148,12 +148,13 @@ fn prepare<E: Engine>(bundle: &Path) -> anyhow::Result<Prepared> {
     let t1 = Instant::now();
     let instance = match listener {
         Some(listener) => {
+            let addr = listener.local_addr()?;
+            let server = loaded.serve_http(&config.policy, listener)?;
             log::info!(
-                "{}: serving wasi:http/proxy on {}",
-                config.id,
-                listener.local_addr()?
+                "{}: serving wasi:http/proxy on {addr} from Start",
+                config.id
             );
-            loaded.serve_http(&config.policy, listener)?
+            server
         }
         None => loaded.instantiate(&config.policy, config.entry_function.as_deref())?,
     };
