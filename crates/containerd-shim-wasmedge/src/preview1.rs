@@ -83,6 +83,18 @@ pub fn load(artifact: &Path) -> Result<Loaded> {
 }
 
 impl LoadedArtifact for Loaded {
+    /// WasmEdge 0.17 has no `wasi:http` (nor components): refused, which fails the Create.
+    fn serve_http(
+        self: Box<Self>,
+        _policy: &SandboxPolicy,
+        _listener: std::net::TcpListener,
+    ) -> Result<Box<dyn PreparedInstance>> {
+        bail!(
+            "wasi:http/proxy serving is not supported by the WasmEdge engine (annotation {}); use the wasmtime runtime (io.containerd.wasmtime.v1)",
+            wasm_shim_core::policy::annotations::HTTP_PROXY_PORT
+        )
+    }
+
     /// Instantiate beside WASI (and the plugin modules it imports) under the policy, ready to
     /// run `entry_function` (else `_start`).
     fn instantiate(

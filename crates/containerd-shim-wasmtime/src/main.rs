@@ -1,6 +1,7 @@
 //! `containerd-shim-wasmtime-v1`: the containerd runtime `io.containerd.wasmtime.v1`.
 
 mod engine;
+mod http_proxy;
 mod limits;
 mod network;
 mod preview1;

@@ -43,6 +43,16 @@ impl LoadedArtifact for Loaded {
     ) -> anyhow::Result<Box<dyn PreparedInstance>> {
         Ok(instantiate(self.module, policy, entry_function)?)
     }
+
+    fn serve_http(
+        self: Box<Self>,
+        _policy: &SandboxPolicy,
+        _listener: std::net::TcpListener,
+    ) -> anyhow::Result<Box<dyn PreparedInstance>> {
+        anyhow::bail!(
+            "serving wasi:http/proxy needs a component that exports wasi:http/incoming-handler; this is a core module (WASI preview 1)"
+        )
+    }
 }
 
 fn instantiate(

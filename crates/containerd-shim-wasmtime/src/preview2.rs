@@ -1,4 +1,4 @@
-//! WASI preview 2 command components.
+//! WASI preview 2 command components (and the loaded component that `http_proxy` serves).
 
 use std::path::Path;
 
@@ -52,6 +52,18 @@ impl LoadedArtifact for Loaded {
         entry_function: Option<&str>,
     ) -> anyhow::Result<Box<dyn PreparedInstance>> {
         Ok(instantiate(self.component, policy, entry_function)?)
+    }
+
+    fn serve_http(
+        self: Box<Self>,
+        policy: &SandboxPolicy,
+        listener: std::net::TcpListener,
+    ) -> anyhow::Result<Box<dyn PreparedInstance>> {
+        Ok(crate::http_proxy::prepare(
+            self.component,
+            policy,
+            listener,
+        )?)
     }
 }
 

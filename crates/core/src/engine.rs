@@ -2,6 +2,7 @@
 //! under a sandbox policy. Everything else (the spec, the bundle, stdio, the task lifecycle,
 //! the cache) belongs to the core.
 
+use std::net::TcpListener;
 use std::path::Path;
 
 use crate::policy::SandboxPolicy;
@@ -29,12 +30,24 @@ pub trait LoadedArtifact {
         policy: &SandboxPolicy,
         entry_function: Option<&str>,
     ) -> anyhow::Result<Box<dyn PreparedInstance>>;
+
+    /// Prepare to serve the module as a `wasi:http/proxy` component on `listener` (bound by
+    /// the core, in the container's network): check that it exports
+    /// `wasi:http/incoming-handler` and pre-instantiate it. Each request then gets a fresh
+    /// instance under the policy. `run` serves until the process is stopped. An engine that
+    /// cannot serve says so here, which fails the container's Create.
+    fn serve_http(
+        self: Box<Self>,
+        policy: &SandboxPolicy,
+        listener: TcpListener,
+    ) -> anyhow::Result<Box<dyn PreparedInstance>>;
 }
 
 /// An instantiated guest waiting for the task's Start.
 pub trait PreparedInstance {
-    /// Run the guest to completion on the calling thread. Stdio is the process's fds 0, 1, 2,
-    /// which the core has connected to the container's FIFOs.
+    /// Run the guest to completion on the calling thread (a server: until the process is
+    /// stopped). Stdio is the process's fds 0, 1, 2, which the core has connected to the
+    /// container's FIFOs.
     fn run(self: Box<Self>) -> GuestExit;
 }
 

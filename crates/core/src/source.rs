@@ -317,6 +317,7 @@ mod tests {
                 max_open_files: 64,
             },
             network: NetworkPolicy::default(),
+            http_serve: None,
             identity: Identity::default(),
         }
     }

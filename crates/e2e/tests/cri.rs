@@ -8,7 +8,8 @@
 //! - `wasm_*`: pods under the Wasm handler (`E2E_CRI_HANDLER`, default
 //!   `wasmtime`; e.g. `wasmedge`): the pause container and the busybox
 //!   sidecar run natively under that same handler, beside Wasm containers of
-//!   the `cri` guest (test-images/guests/cri).
+//!   the `cri` guest (test-images/guests/cri) and the `http-proxy` guest, a
+//!   `wasi:http/proxy` component served by the shim.
 //!
 //! Tests that restart containerd take a write lock that every other test
 //! holds for reading, so a restart never lands in the middle of another
@@ -622,6 +623,154 @@ fn wasm_pod_serves_http() {
     assert_eq!(state_of(&cri, &server_id), ContainerState::ContainerRunning);
 
     let t = trace(&cri, &pod, &[&server_id, &side_id]);
+    pod.remove().expect("stopping and removing the pod");
+    assert_nothing_left(&cri, &t);
+}
+
+/// A pod annotated `wasm-shim/http-proxy-port` serves the `http-proxy` guest, a
+/// `wasi:http/proxy` component, on that port of the pod IP: one fresh instance per request
+/// (each request sees the container's env, each prints its line into the CRI log), a trap
+/// answers 500 and the next request is served, and StopContainer is prompt.
+#[test]
+fn wasm_pod_serves_wasi_http_proxy() {
+    let _g = shared();
+    let cri = cri();
+    let mut config = e2e::cri::pod_config("wasm-http-proxy");
+    config
+        .annotations
+        .insert("wasm-shim/http-proxy-port".into(), "8081".into());
+    let pod = Pod::run_with(&cri, config, &wasm_handler()).expect("RunPodSandbox");
+    let ip = pod.ip().expect("pod IP");
+    let greeting = format!("from-{}", pod.id.get(..12).unwrap_or(&pod.id));
+    let image = cri_image("http-proxy");
+    let proxy = with_env(
+        container_config("proxy", &image, &["/http-proxy.wasm"], &[]),
+        "GREETING",
+        &greeting,
+    );
+    let id = pod
+        .start(&proxy)
+        .expect("starting the wasi:http/proxy container");
+    let get = |path: &str| {
+        http_get(&format!("{ip}:8081"), path, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("GET {path} from the host: {e}"))
+    };
+
+    for path in ["/x", "/second?n=2"] {
+        let (head, body) = get(path);
+        assert!(head.contains(" 200 "), "GET {path}: status line {head:?}");
+        assert_eq!(
+            body,
+            format!("hello from wasi:http {path}\nGREETING={greeting}\n")
+        );
+    }
+    let (head, _) = get("/trap");
+    assert!(head.contains(" 500 "), "GET /trap: status line {head:?}");
+    let (head, body) = get("/after-trap");
+    assert!(head.contains(" 200 "), "GET /after-trap: {head:?} {body:?}");
+
+    wait_log(&pod, "proxy", "'request GET /after-trap'", |l| {
+        l == "request GET /after-trap"
+    });
+    let out = log_lines(&pod, "proxy", "stdout");
+    for line in [
+        "request GET /x",
+        "request GET /second?n=2",
+        "request GET /trap",
+    ] {
+        assert!(out.iter().any(|l| l == line), "no {line:?} in {out:?}");
+    }
+    let err = log_lines(&pod, "proxy", "stderr").join("\n");
+    assert!(err.contains("asked to trap"), "the trap on stderr: {err}");
+    assert_eq!(state_of(&cri, &id), ContainerState::ContainerRunning);
+
+    let start = Instant::now();
+    cri.stop_container(&id, 30).expect("StopContainer");
+    let took = start.elapsed();
+    let st = cri.container_status(&id).expect("ContainerStatus");
+    assert!(
+        took < Duration::from_secs(5),
+        "StopContainer took {took:?} of a 30s grace period"
+    );
+    assert_eq!(st.exit_code, 143, "{}", describe_status(&st));
+    let t = trace(&cri, &pod, &[&id]);
+    pod.remove().expect("stopping and removing the pod");
+    assert_nothing_left(&cri, &t);
+}
+
+/// Not a test: request latency of a served `wasi:http/proxy` component, as the host sees
+/// it: `CRI_FIGURES_N` (default 50) sequential GETs, each on a new connection (a fresh
+/// instance each), after one warm-up request. Run with `--ignored wasi_http_figures`.
+#[test]
+#[ignore]
+fn wasi_http_figures() {
+    let _g = shared();
+    let cri = cri();
+    let n: usize = std::env::var("CRI_FIGURES_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let mut config = e2e::cri::pod_config("wasi-http-figures");
+    config
+        .annotations
+        .insert("wasm-shim/http-proxy-port".into(), "8083".into());
+    let pod = Pod::run_with(&cri, config, &wasm_handler()).expect("RunPodSandbox");
+    let addr = format!("{}:8083", pod.ip().expect("pod IP"));
+    let image = cri_image("http-proxy");
+    pod.start(&container_config(
+        "proxy",
+        &image,
+        &["/http-proxy.wasm"],
+        &[],
+    ))
+    .expect("starting the wasi:http/proxy container");
+    let mut ms = Vec::with_capacity(n);
+    for i in 0..=n {
+        let t0 = Instant::now();
+        let (head, _) = http_get(&addr, &format!("/r{i}"), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("GET /r{i}: {e}"));
+        assert!(head.contains(" 200 "), "GET /r{i}: {head:?}");
+        if i > 0 {
+            ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "wasi:http/proxy, {n} GETs on new connections: median {:.2} ms, p90 {:.2} ms, max {:.2} ms",
+        ms[n / 2],
+        ms[n * 9 / 10],
+        ms[n - 1]
+    );
+    pod.remove().expect("removing the pod");
+}
+
+/// The annotation on a module that is no `wasi:http/proxy` component (the `cri` guest, a
+/// command): the container fails to start, saying what the module lacks.
+#[test]
+fn wasm_http_proxy_port_needs_a_proxy_component() {
+    let _g = shared();
+    let cri = cri();
+    let mut config = e2e::cri::pod_config("wasm-not-a-proxy");
+    config
+        .annotations
+        .insert("wasm-shim/http-proxy-port".into(), "8082".into());
+    let pod = Pod::run_with(&cri, config, &wasm_handler()).expect("RunPodSandbox");
+    let id = cri
+        .create_container(&pod.id, &pod.config, &wasm("command", &["serve", "8082"]))
+        .expect("CreateContainer");
+    let err = cri
+        .start_container(&id)
+        .expect_err("a command component cannot be served as wasi:http/proxy");
+    let wanted = "needs a component that exports wasi:http/incoming-handler";
+    assert!(err.to_string().contains(wanted), "StartContainer: {err}");
+    let st = cri.container_status(&id).expect("ContainerStatus");
+    assert_ne!(
+        ContainerState::try_from(st.state),
+        Ok(ContainerState::ContainerRunning),
+        "{}",
+        describe_status(&st)
+    );
+    let t = trace(&cri, &pod, &[&id]);
     pod.remove().expect("stopping and removing the pod");
     assert_nothing_left(&cri, &t);
 }

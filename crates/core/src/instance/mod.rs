@@ -14,6 +14,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 mod confine;
+mod listen;
 mod watchdog;
 
 pub use watchdog::EXIT_TIME_LIMIT;
@@ -127,19 +128,36 @@ fn prepare<E: Engine>(bundle: &Path) -> anyhow::Result<Prepared> {
     let t_enter = Instant::now();
     config
         .placement
-        .enter(&config.id, !config.policy.network.is_closed())?;
+        .enter(&config.id, config.policy.needs_network())?;
     let t_enter = t_enter.elapsed();
     let t0 = Instant::now();
     let engine = E::new().context("starting the engine")?;
     let loaded = engine.load(&config.artifact, config.kind)?;
     let t_load = t0.elapsed();
+    let listener = config
+        .policy
+        .http_serve
+        .as_ref()
+        .map(listen::bind)
+        .transpose()?;
     let pinned = confine::pin_preopens(&mut config.policy)?;
     confine::drop_privileges(&config.policy.identity, config.policy.limits.max_open_files)?;
     // Names in the network allowlist resolve in the container's own network.
     config.policy.network.resolve_hosts();
 
     let t1 = Instant::now();
-    let instance = loaded.instantiate(&config.policy, config.entry_function.as_deref())?;
+    let instance = match listener {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            let server = loaded.serve_http(&config.policy, listener)?;
+            log::info!(
+                "{}: serving wasi:http/proxy on {addr} from Start",
+                config.id
+            );
+            server
+        }
+        None => loaded.instantiate(&config.policy, config.entry_function.as_deref())?,
+    };
     log::info!(
         "{}: cgroup + netns {} us, engine start + load {} us, instantiate {} us",
         config.id,

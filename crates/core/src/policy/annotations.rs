@@ -9,7 +9,18 @@ pub const NET_LISTEN: &str = "wasm-shim/net-listen";
 /// `true` lets the guest resolve names (`wasi:sockets/ip-name-lookup`).
 pub const NET_LOOKUP: &str = "wasm-shim/net-lookup";
 
+/// Serve the module, a `wasi:http/proxy` component, on this TCP port of the container's
+/// network: one fresh instance per request. Listening on it is implied (by the shim, not the
+/// guest); no other network capability is.
+pub const HTTP_PROXY_PORT: &str = "wasm-shim/http-proxy-port";
+
 /// Every annotation above, so that a misspelt one is an error rather than silently ignored.
-pub const ALL: &[&str] = &[TIME_LIMIT_MS, NET_CONNECT, NET_LISTEN, NET_LOOKUP];
+pub const ALL: &[&str] = &[
+    TIME_LIMIT_MS,
+    NET_CONNECT,
+    NET_LISTEN,
+    NET_LOOKUP,
+    HTTP_PROXY_PORT,
+];
 /// The prefix the annotations above share.
 pub const PREFIX: &str = "wasm-shim/";

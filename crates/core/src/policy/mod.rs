@@ -10,6 +10,7 @@ mod fs;
 mod identity;
 mod limits;
 pub mod network;
+mod serve;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,6 +26,7 @@ pub use fs::{normalize_guest_path, Access, FileBind, Preopen, ScratchDir, Source
 pub use identity::Identity;
 pub use limits::{Limits, WASM_PAGE};
 pub use network::NetworkPolicy;
+pub use serve::HttpServe;
 
 /// The capabilities of one Wasm container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +45,8 @@ pub struct SandboxPolicy {
     pub file_binds: Vec<FileBind>,
     pub limits: Limits,
     pub network: NetworkPolicy,
+    /// Serve the module as a `wasi:http/proxy` component instead of running it as a command.
+    pub http_serve: Option<HttpServe>,
     pub identity: Identity,
 }
 
@@ -146,6 +150,19 @@ impl SandboxPolicy {
             },
         };
 
+        let http_serve = annotations
+            .get(annotations::HTTP_PROXY_PORT)
+            .map(|v| HttpServe::parse(v))
+            .transpose()
+            .map_err(|why| annotation_error(annotations::HTTP_PROXY_PORT, why))?;
+
+        if let (Some(_), Some(function)) = (&http_serve, Self::entry_function(spec)) {
+            return Err(annotation_error(
+                annotations::HTTP_PROXY_PORT,
+                format!("#{function} names an export to run; a served component runs wasi:http/incoming-handler"),
+            ));
+        }
+
         let user = process.user();
         let identity = Identity {
             uid: user.uid(),
@@ -164,8 +181,15 @@ impl SandboxPolicy {
             file_binds: fs.file_binds,
             limits,
             network,
+            http_serve,
             identity,
         })
+    }
+
+    /// Whether the instance needs the container's network: the guest's sockets, or the
+    /// port the shim serves HTTP on.
+    pub fn needs_network(&self) -> bool {
+        !self.network.is_closed() || self.http_serve.is_some()
     }
 
     /// The function to call instead of the command's `_start`, from `path#function`.
@@ -592,6 +616,35 @@ mod tests {
             field_of(r),
             format!("annotations[{}]", annotations::NET_LOOKUP)
         );
+    }
+
+    #[test]
+    fn http_serving_is_its_own_capability_and_opens_no_socket() {
+        let p = policy(&base(PROCESS, "[]")).unwrap();
+        assert_eq!(p.http_serve, None);
+        assert!(!p.needs_network());
+        let p = policy(&annotated(&[(annotations::HTTP_PROXY_PORT, "8080")])).unwrap();
+        assert_eq!(p.http_serve, Some(HttpServe { port: 8080 }));
+        assert!(p.needs_network(), "the pod's network, to listen in");
+        assert!(p.network.is_closed(), "the guest itself gets no socket");
+        assert!(!p.network.allows_bind("0.0.0.0:8080".parse().unwrap()));
+        let with_function = full(
+            r#"{"cwd":"/","args":["/m.wasm#f"],"user":{"uid":0,"gid":0}}"#,
+            "[]",
+            r#","annotations":{"wasm-shim/http-proxy-port":"80"}"#,
+        );
+        assert_eq!(
+            field_of(policy(&with_function)),
+            format!("annotations[{}]", annotations::HTTP_PROXY_PORT)
+        );
+        for bad in ["0", "http", "70000"] {
+            let r = policy(&annotated(&[(annotations::HTTP_PROXY_PORT, bad)]));
+            assert_eq!(
+                field_of(r),
+                format!("annotations[{}]", annotations::HTTP_PROXY_PORT),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
