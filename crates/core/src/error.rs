@@ -49,11 +49,12 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
 
-    #[error("{context}: {source}")]
+    /// The cause is in the message and not a `source`: a chain printed with `{:#}` would
+    /// say it twice.
+    #[error("{context}: {cause}")]
     Io {
         context: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -75,9 +76,9 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn io_context(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error::Io {
+        self.map_err(|cause| Error::Io {
             context: context(),
-            source,
+            cause,
         })
     }
 }
@@ -86,7 +87,7 @@ impl<T> IoContext<T> for nix::Result<T> {
     fn io_context(self, context: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|errno| Error::Io {
             context: context(),
-            source: std::io::Error::from(errno),
+            cause: std::io::Error::from(errno),
         })
     }
 }

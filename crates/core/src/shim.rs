@@ -46,6 +46,10 @@ pub fn main<E: Engine>(runtime_id: &str) {
         }
         _ => {
             let config = Config {
+                // The crate's logger writes a line in several writes, which containerd's log
+                // interleaves with other shims' lines; ours writes each line at once (set up
+                // in `create_task_service`, for the server only).
+                no_setup_logger: true,
                 default_log_level: node.log_level.to_string().to_lowercase(),
                 ..Default::default()
             };
@@ -184,6 +188,7 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
 
     fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
         let node = NodeConfig::from_env().keep_for_instances(E::NODE_ENV);
+        shim_log::init_fifo_logger(node.log_level);
         let (cache_dir, cache_max, node_env) = (
             node.cache_dir.clone(),
             node.cache_max_bytes,

@@ -1,6 +1,7 @@
-//! Logging for the processes the shim server starts (instance, compile): they write to the
-//! shim's `log` FIFO, which containerd reads into its own log, so the container's stdio stays
-//! the guest's alone.
+//! Logging of the shim server and the processes it starts (instance, native helper): they
+//! write to the shim's `log` FIFO, which containerd reads into its own log, so the
+//! container's stdio stays the guest's alone. Each line is one write, so lines of several
+//! shims never interleave in containerd's log.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

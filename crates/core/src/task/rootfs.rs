@@ -28,7 +28,7 @@ impl Rootfs {
             containerd_shim::mount::mount_rootfs(fs_type, source, &m.options, &target).map_err(
                 |e| Error::Io {
                     context: format!("mounting the rootfs ({} {})", m.type_, m.source),
-                    source: std::io::Error::other(e.to_string()),
+                    cause: std::io::Error::other(e.to_string()),
                 },
             )?;
             rootfs.target = Some(target.clone());
