@@ -698,6 +698,14 @@ fn wasm_pod_serves_wasi_http_proxy() {
     assert_nothing_left(&cri, &t);
 }
 
+/// Samples per figure of the `*_figures` runs: `CRI_FIGURES_N`, else `default`.
+fn figures_n(default: usize) -> usize {
+    std::env::var("CRI_FIGURES_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Not a test: request latency of a served `wasi:http/proxy` component, as the host sees
 /// it: `CRI_FIGURES_N` (default 50) sequential GETs, each on a new connection (a fresh
 /// instance each), after one warm-up request. Run with `--ignored wasi_http_figures`.
@@ -706,10 +714,7 @@ fn wasm_pod_serves_wasi_http_proxy() {
 fn wasi_http_figures() {
     let _g = shared();
     let cri = cri();
-    let n: usize = std::env::var("CRI_FIGURES_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+    let n = figures_n(50);
     let mut config = e2e::cri::pod_config("wasi-http-figures");
     config
         .annotations
@@ -954,10 +959,7 @@ fn wasm_cncf_artifact_runs() {
 fn cri_figures() {
     let _g = shared();
     let cri = cri();
-    let n: usize = std::env::var("CRI_FIGURES_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+    let n = figures_n(10);
     let mut rows: Vec<(&str, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> = vec![
         ("runc", vec![], vec![], vec![], vec![], vec![]),
         ("wasm", vec![], vec![], vec![], vec![], vec![]),
