@@ -144,7 +144,11 @@ impl Cri {
             Err(_) => Err(CriError {
                 call,
                 status: None,
-                message: format!("no answer within {}s", timeout.as_secs()),
+                message: format!(
+                    "no answer within {}s; the shims' processes now:\n{}",
+                    timeout.as_secs(),
+                    crate::where_processes_wait("containerd-shim-")
+                ),
             }),
         }
     }

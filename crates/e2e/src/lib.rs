@@ -890,6 +890,36 @@ pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
     found
 }
 
+/// Where the processes whose command line mentions `needle` are, thread by thread (state and
+/// the kernel function each sleeps in): what a test prints when a call hangs.
+pub fn where_processes_wait(needle: &str) -> String {
+    let read = |path: PathBuf| std::fs::read_to_string(path).unwrap_or_default();
+    let mut out = String::new();
+    for (pid, cmdline) in processes_mentioning(needle) {
+        out.push_str(&format!("{pid} {cmdline}\n"));
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+        for task in tasks.into_iter().flatten().flatten() {
+            let status = read(task.path().join("status"));
+            let field = |key: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            };
+            out.push_str(&format!(
+                "  thread {} {:?} {} in {}\n",
+                task.file_name().to_string_lossy(),
+                field("Name:"),
+                field("State:"),
+                read(task.path().join("wchan"))
+            ));
+        }
+    }
+    out
+}
+
 /// Where a shim for `ns`/`id` listens: containerd (1.6 and later) and the
 /// shim libraries put the socket at
 /// `/run/containerd/s/<sha256 of "<containerd address>/<ns>/<id>">`.
