@@ -627,6 +627,15 @@ fn wasm_pod_serves_http() {
     assert_nothing_left(&cri, &t);
 }
 
+/// A Wasm pod whose annotation `wasm-shim/http-proxy-port` names `port`.
+fn http_proxy_pod<'a>(cri: &'a Cri, name: &str, port: u16) -> Pod<'a> {
+    let mut config = e2e::cri::pod_config(name);
+    config
+        .annotations
+        .insert("wasm-shim/http-proxy-port".into(), port.to_string());
+    Pod::run_with(cri, config, &wasm_handler()).expect("RunPodSandbox")
+}
+
 /// A pod annotated `wasm-shim/http-proxy-port` serves the `http-proxy` guest, a
 /// `wasi:http/proxy` component, on that port of the pod IP: one fresh instance per request
 /// (each request sees the container's env, each prints its line into the CRI log), a trap
@@ -635,11 +644,7 @@ fn wasm_pod_serves_http() {
 fn wasm_pod_serves_wasi_http_proxy() {
     let _g = shared();
     let cri = cri();
-    let mut config = e2e::cri::pod_config("wasm-http-proxy");
-    config
-        .annotations
-        .insert("wasm-shim/http-proxy-port".into(), "8081".into());
-    let pod = Pod::run_with(&cri, config, &wasm_handler()).expect("RunPodSandbox");
+    let pod = http_proxy_pod(&cri, "wasm-http-proxy", 8081);
     let ip = pod.ip().expect("pod IP");
     let greeting = format!("from-{}", pod.id.get(..12).unwrap_or(&pod.id));
     let image = cri_image("http-proxy");
@@ -722,11 +727,7 @@ fn wasi_http_figures() {
     let _g = shared();
     let cri = cri();
     let n = figures_n(50);
-    let mut config = e2e::cri::pod_config("wasi-http-figures");
-    config
-        .annotations
-        .insert("wasm-shim/http-proxy-port".into(), "8083".into());
-    let pod = Pod::run_with(&cri, config, &wasm_handler()).expect("RunPodSandbox");
+    let pod = http_proxy_pod(&cri, "wasi-http-figures", 8083);
     let addr = format!("{}:8083", pod.ip().expect("pod IP"));
     let image = cri_image("http-proxy");
     pod.start(&container_config(
@@ -762,11 +763,7 @@ fn wasi_http_figures() {
 fn wasm_http_proxy_port_needs_a_proxy_component() {
     let _g = shared();
     let cri = cri();
-    let mut config = e2e::cri::pod_config("wasm-not-a-proxy");
-    config
-        .annotations
-        .insert("wasm-shim/http-proxy-port".into(), "8082".into());
-    let pod = Pod::run_with(&cri, config, &wasm_handler()).expect("RunPodSandbox");
+    let pod = http_proxy_pod(&cri, "wasm-not-a-proxy", 8082);
     let id = cri
         .create_container(&pod.id, &pod.config, &wasm("command", &["serve", "8082"]))
         .expect("CreateContainer");
