@@ -14,7 +14,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -123,16 +123,7 @@ impl ArtifactCache {
         if let Some(found) = self.lookup(key)? {
             return Ok((found, Outcome::Hit));
         }
-        let lock_path = self.dir.join(format!("{key}.lock"));
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .io_context(|| format!("opening {}", lock_path.display()))?;
-        lock.lock()
-            .io_context(|| format!("locking {}", lock_path.display()))?;
+        let lock = self.lock(key)?;
         // Someone else may have built it while we waited.
         if let Some(found) = self.lookup(key)? {
             return Ok((found, Outcome::Hit));
@@ -166,6 +157,47 @@ impl ArtifactCache {
 }
 
 impl ArtifactCache {
+    /// Holds `<key>.lock` exclusively. Eviction unlinks lock files, so the lock only counts
+    /// if the file locked is still the one at that path; otherwise take the new one.
+    fn lock(&self, key: &str) -> Result<File> {
+        let path = self.dir.join(format!("{key}.lock"));
+        loop {
+            let lock = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(&path)
+                .io_context(|| format!("opening {}", path.display()))?;
+            lock.lock()
+                .io_context(|| format!("locking {}", path.display()))?;
+            let held = lock
+                .metadata()
+                .io_context(|| format!("reading {}", path.display()))?;
+            match fs::metadata(&path) {
+                Ok(now) if (now.dev(), now.ino()) == (held.dev(), held.ino()) => return Ok(lock),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(cause) => {
+                    return Err(Error::Io {
+                        context: format!("reading {}", path.display()),
+                        cause,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Removes `<key>.lock` unless a builder holds it (it is then still in use).
+    fn remove_lock(&self, key: &str) {
+        let path = self.dir.join(format!("{key}.lock"));
+        if let Ok(lock) = File::open(&path) {
+            if lock.try_lock().is_ok() {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+
     /// Remove least recently used artifacts (never `keep`) until the total fits the limit.
     fn evict(&self, keep: &str) {
         let Some(max) = self.max_bytes else { return };
@@ -193,7 +225,7 @@ impl ArtifactCache {
             let (bin, sum) = self.paths(&key);
             if fs::remove_file(&bin).is_ok() {
                 let _ = fs::remove_file(&sum);
-                let _ = fs::remove_file(self.dir.join(format!("{key}.lock")));
+                self.remove_lock(&key);
                 total -= len;
                 log::info!("cache: evicted {key} ({len} bytes) to stay within {max} bytes");
             }
@@ -325,6 +357,23 @@ mod tests {
         assert!(cache.lookup("a").unwrap().is_some());
         assert!(cache.lookup("c").unwrap().is_some());
         assert!(!dir.path().join("b.sha256").exists());
+        assert!(!dir.path().join("b.lock").exists());
+    }
+
+    #[test]
+    fn a_lock_in_use_is_not_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::open(dir.path()).unwrap();
+        let lock_file = dir.path().join("k.lock");
+        let held = cache.lock("k").unwrap();
+        cache.remove_lock("k");
+        assert!(lock_file.exists(), "a builder holds it");
+        drop(held);
+        cache.remove_lock("k");
+        assert!(!lock_file.exists());
+        // A lock taken afterwards is on the new file, not the unlinked one.
+        let _again = cache.lock("k").unwrap();
+        assert!(lock_file.exists());
     }
 
     #[test]

@@ -475,6 +475,36 @@ impl Cri {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+
+    /// Waits for the container to exit with `reason`. containerd learns of an
+    /// exit (the task's Wait) and of an OOM kill (an event) on separate paths,
+    /// so the reason may follow the exit by a moment, as kubelet's next look
+    /// would see; it must be there within 5 s of the exit.
+    pub fn wait_exit_reason(
+        &self,
+        id: &str,
+        reason: &str,
+        timeout: Duration,
+    ) -> CriResult<api::ContainerStatus> {
+        let exited = self.wait_container_state(id, ContainerState::ContainerExited, timeout)?;
+        let start = Instant::now();
+        let mut status = exited;
+        while status.reason != reason && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(100));
+            status = self.container_status(id)?;
+        }
+        if status.reason == reason {
+            return Ok(status);
+        }
+        Err(CriError {
+            call: format!("ContainerStatus({id})"),
+            status: None,
+            message: format!(
+                "exited, but not with reason {reason:?} within 5s: {}",
+                describe_status(&status)
+            ),
+        })
+    }
 }
 
 /// What ExecSync returned.
