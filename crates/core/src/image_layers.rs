@@ -456,7 +456,7 @@ impl Containerd {
         let arg0 = argv
             .first()
             .ok_or_else(|| image_error("it has no Wasm layer, and no entrypoint or cmd".into()))?;
-        let arg0 = arg0.split_once('#').map_or(arg0.as_str(), |(path, _)| path);
+        let (arg0, _) = crate::source::split_entrypoint(arg0);
 
         let mut layers = Vec::with_capacity(manifest.layers.len());
         for layer in &manifest.layers {

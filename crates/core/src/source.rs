@@ -45,6 +45,15 @@ const WASM_MAGIC: &[u8; 4] = b"\0asm";
 /// The search path of a process whose environment has no `PATH`, as runc and containerd use.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// An entrypoint `module.wasm#function` names an export to call instead of the command's
+/// `_start`: the path, and the function if any.
+pub fn split_entrypoint(arg0: &str) -> (&str, Option<&str>) {
+    match arg0.split_once('#') {
+        Some((path, function)) => (path, Some(function)),
+        None => (arg0, None),
+    }
+}
+
 impl ModuleSource {
     /// Read the module named by `argv[0]` of the policy.
     pub fn from_entrypoint(policy: &SandboxPolicy) -> Result<Self> {
@@ -210,7 +219,7 @@ pub fn probe_entrypoint(
         .as_ref()
         .and_then(|a| a.first())
         .ok_or_else(|| Error::spec("process.args", "no entrypoint: the args are empty"))?;
-    let arg0 = arg0.split_once('#').map_or(arg0.as_str(), |(path, _)| path);
+    let (arg0, _) = split_entrypoint(arg0);
     let env: Vec<(String, String)> = process
         .env()
         .iter()

@@ -72,9 +72,7 @@ impl SandboxPolicy {
             ));
         }
         // `module.wasm#function` selects an export; the guest's argv[0] is the plain path.
-        if let Some((path, _)) = args[0].split_once('#') {
-            args[0] = path.to_string();
-        }
+        args[0] = crate::source::split_entrypoint(&args[0]).0.to_string();
 
         let env = process
             .env()
@@ -195,7 +193,7 @@ impl SandboxPolicy {
     /// The function to call instead of the command's `_start`, from `path#function`.
     pub fn entry_function(spec: &Spec) -> Option<String> {
         let arg0 = spec.process().as_ref()?.args().as_ref()?.first()?;
-        arg0.split_once('#').map(|(_, f)| f.to_string())
+        crate::source::split_entrypoint(arg0).1.map(str::to_string)
     }
 }
 
