@@ -131,6 +131,7 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
         let (_, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
         // containerd reconnects through this file after it restarts (1.6 reads nothing else).
         containerd_shim::util::write_address(&address)?;
+        block_signals_until_exit();
         Ok(address)
     }
 
@@ -208,6 +209,18 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
             node,
             self.exit.clone(),
         )
+    }
+}
+
+/// The rest of `start` runs with its signals blocked. The framework then drops its signal
+/// handlers, closing their socket first: a SIGCHLD (the server child just exited) arriving in
+/// between made the handler's write raise SIGPIPE, whose handler wrote again, forever, and
+/// containerd's StartContainer hung until it killed `start`. Only now, with the server child
+/// spawned: a child inherits the mask, and the server needs its signals.
+fn block_signals_until_exit() {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), None) {
+        log::warn!("blocking signals: {e}");
     }
 }
 

@@ -909,15 +909,60 @@ pub fn where_processes_wait(needle: &str) -> String {
                     .to_string()
             };
             out.push_str(&format!(
-                "  thread {} {:?} {} in {}\n",
+                "  thread {} {:?} {} in {} (syscall {})\n",
                 task.file_name().to_string_lossy(),
                 field("Name:"),
                 field("State:"),
-                read(task.path().join("wchan"))
+                read(task.path().join("wchan")),
+                read(task.path().join("syscall")).trim()
             ));
+        }
+        out.push_str(&children_of(pid));
+        // A process that runs rather than waits: where, in user space.
+        let state = read(PathBuf::from(format!("/proc/{pid}/stat")));
+        let running = state
+            .rsplit(") ")
+            .next()
+            .is_some_and(|s| s.starts_with('R'));
+        if running || cmdline.ends_with(" start") {
+            out.push_str(&user_stacks(pid));
         }
     }
     out
+}
+
+/// The children of `pid`, zombies included, with their state.
+fn children_of(pid: u32) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...
+        let Some((head, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let (state, ppid) = (fields.next(), fields.next());
+        if ppid == Some(pid.to_string().as_str()) {
+            out.push_str(&format!("  child {head}) {}\n", state.unwrap_or("?")));
+        }
+    }
+    out
+}
+
+/// The user-space stacks of `pid`'s threads, from gdb when it is installed.
+fn user_stacks(pid: u32) -> String {
+    let out = Command::new("timeout")
+        .args(["20", "gdb", "-p", &pid.to_string(), "-batch", "-nx"])
+        .args(["-ex", "thread apply all bt 25"])
+        .output();
+    match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with('#') || l.starts_with("Thread"))
+            .map(|l| format!("    {l}\n"))
+            .collect(),
+        Err(e) => format!("    (no user-space stacks: {e})\n"),
+    }
 }
 
 /// Where a shim for `ns`/`id` listens: containerd (1.6 and later) and the

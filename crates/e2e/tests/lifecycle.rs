@@ -137,3 +137,88 @@ fn rm_run_leaves_nothing_behind() {
     out.assert_success();
     assert_nothing_left(&ns, &c);
 }
+
+/// containerd's `start` of the shim binary for a container that joins a running shim (as
+/// every container of a pod after the first) finishes while SIGCHLD keeps arriving. Its server
+/// child exits at that moment, and a signal in the framework's teardown of its handlers once
+/// made `start` spin forever, so StartContainer hung.
+#[test]
+fn start_finishes_under_a_sigchld_storm() {
+    let config = e2e::config();
+    let bundle = tempfile::tempdir().unwrap();
+    let sandbox = format!("start-storm-{}", e2e::images::nonce());
+    std::fs::write(
+        bundle.path().join("config.json"),
+        format!(r#"{{"ociVersion":"1.0.2","annotations":{{"io.kubernetes.cri.sandbox-id":"{sandbox}"}}}}"#),
+    )
+    .unwrap();
+    let start = |id: &str| {
+        std::process::Command::new(e2e::shim_binary())
+            .current_dir(bundle.path())
+            .env("TTRPC_ADDRESS", format!("{}.ttrpc", config.address))
+            .args(["-namespace", "e2e-start", "-address", &config.address])
+            .args(["-publish-binary", "/bin/false", "-id", id, "start"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("running the shim's start")
+    };
+    // The first start launches the server the others join.
+    let first = start("first").wait_with_output().unwrap();
+    assert!(first.status.success(), "first start: {first:?}");
+    let address = String::from_utf8_lossy(&first.stdout).into_owned();
+    let _server = ServerGuard(address.clone());
+
+    for i in 0..20 {
+        let mut child = start(&format!("joining-{i}"));
+        let pid = child.id() as libc::pid_t;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let storm = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    // SAFETY: kill(2) with a pid and a signal number; no memory is shared.
+                    unsafe { libc::kill(pid, libc::SIGCHLD) };
+                }
+            })
+        };
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        storm.join().unwrap();
+        let Some(status) = status else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("start {i} did not finish in 10s under SIGCHLD");
+        };
+        let out = child.wait_with_output().unwrap();
+        assert!(status.success(), "start {i}: {status} {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            address,
+            "start {i} joins the running shim"
+        );
+    }
+}
+
+/// Stops the shim server listening at the address and removes its socket.
+struct ServerGuard(String);
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        let socket = self.0.strip_prefix("unix://").unwrap_or(&self.0);
+        for (pid, _) in e2e::processes_mentioning(&format!("-socket {}", self.0)) {
+            // SAFETY: kill(2) of the server process this test started.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        let _ = std::fs::remove_file(socket);
+    }
+}
