@@ -399,7 +399,7 @@ fn runc_pod_lifecycle() {
         "{}",
         describe_status(&st)
     );
-    check_spew_log(&pod, "spew", 40960);
+    check_spew_log(&pod, "spew", 40960, Some(&spew_id));
 
     check_all_stats(&cri, &pod, &busy_id, 64 << 20);
 
@@ -423,7 +423,8 @@ fn runc_pod_lifecycle() {
 
 /// What the `spew` containers wrote, as the CRI log shows it.
 #[track_caller]
-fn check_spew_log(pod: &Pod<'_>, name: &str, long: usize) {
+/// `runc_id`: the container is runc's, whose log tail containerd 1.6 may lose (below).
+fn check_spew_log(pod: &Pod<'_>, name: &str, long: usize, runc_id: Option<&str>) {
     // Complete when the exit is reported: the shim reports it once containerd has read the
     // FIFOs (containerd closes them right after), so nothing waits here.
     let path = pod.log_path(name);
@@ -441,6 +442,23 @@ fn check_spew_log(pod: &Pod<'_>, name: &str, long: usize) {
         first.chars().take(50).collect::<String>()
     );
     let burst: Vec<&String> = out.iter().filter(|l| l.starts_with("burst ")).collect();
+    if burst.len() < 20000 && runc_id.is_some_and(containerd_16_cut_the_log) {
+        // What is there must still be the start of the burst, in order.
+        for (i, l) in burst.iter().enumerate() {
+            assert_eq!(
+                **l,
+                format!("burst {}", i + 1),
+                "runc's log is out of order"
+            );
+        }
+        println!(
+            "NOTE: containerd {:?} closed runc's output FIFO before reading it all ('Failed to \
+             pipe stdout' in its log): the runc container's log has {} of 20000 burst lines",
+            e2e::containerd_version(),
+            burst.len()
+        );
+        return;
+    }
     if burst.len() != 20000 {
         let seen: std::collections::HashSet<&str> = burst.iter().map(|l| l.as_str()).collect();
         let missing: Vec<usize> = (1..=20000)
@@ -473,6 +491,19 @@ fn check_spew_log(pod: &Pod<'_>, name: &str, long: usize) {
         "the last stdout line should be a P line 'no newline at the end': {last:?}"
     );
     assert_eq!(log_text_lines(&raw, "stderr"), ["to stderr"]);
+}
+
+/// containerd 1.6 closes a container's output FIFOs as soon as it learns of the exit, and
+/// runc's shim does not wait for it to read them: under load the log of a runc container can
+/// lose its tail, and containerd then logs `Failed to pipe stdout of container "<id>"`. The
+/// Wasm shim waits until containerd has read its output, so its logs are checked in full.
+fn containerd_16_cut_the_log(id: &str) -> bool {
+    let Some(dir) = &e2e::config().ctd_dir else {
+        return false;
+    };
+    let log = std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default();
+    e2e::containerd_version() < (1, 7)
+        && log.contains(&format!("Failed to pipe stdout of container \"{id}\""))
 }
 
 /// containerd restarts with a runc pod running: it stays RUNNING, keeps
@@ -805,7 +836,7 @@ fn wasm_logs() {
         "{}",
         describe_status(&st)
     );
-    check_spew_log(&pod, "spew", 40000);
+    check_spew_log(&pod, "spew", 40000, None);
     let t = trace(&cri, &pod, &[&id]);
     pod.remove().expect("stopping and removing the pod");
     assert_nothing_left(&cri, &t);
@@ -950,22 +981,32 @@ fn cri_figures() {
     let _g = shared();
     let cri = cri();
     let n = figures_n(10);
-    let mut rows: Vec<(&str, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> = vec![
-        ("runc", vec![], vec![], vec![], vec![], vec![]),
-        ("wasm", vec![], vec![], vec![], vec![], vec![]),
-    ];
+    /// Per handler, the samples of each column.
+    #[derive(Default)]
+    struct Row {
+        handler: &'static str,
+        run_pod: Vec<f64>,
+        create: Vec<f64>,
+        start: Vec<f64>,
+        shim_pss: Vec<f64>,
+        serving_pss: Vec<f64>,
+    }
+    let mut rows = ["runc", "wasm"].map(|handler| Row {
+        handler,
+        ..Row::default()
+    });
     for i in 0..n + 1 {
         for row in rows.iter_mut() {
-            let handler = if row.0 == "runc" {
+            let handler = if row.handler == "runc" {
                 "runc".to_string()
             } else {
                 wasm_handler()
             };
             let t0 = Instant::now();
-            let pod =
-                Pod::run(&cri, &format!("fig-{}-{i}", row.0), &handler).expect("RunPodSandbox");
+            let pod = Pod::run(&cri, &format!("fig-{}-{i}", row.handler), &handler)
+                .expect("RunPodSandbox");
             let run_pod = t0.elapsed();
-            let config = if row.0 == "runc" {
+            let config = if row.handler == "runc" {
                 busybox("c", "sleep 600")
             } else {
                 wasm("c", &["tick", "100000"])
@@ -993,11 +1034,11 @@ fn cri_figures() {
                 .collect();
             if i > 0 {
                 // The first round warms images and the node cache.
-                row.1.push(run_pod.as_secs_f64() * 1e3);
-                row.2.push(create.as_secs_f64() * 1e3);
-                row.3.push(start.as_secs_f64() * 1e3);
-                row.4.push(pss_kib(&shim) / 1024.0);
-                row.5.push(pss_kib(&serving) / 1024.0);
+                row.run_pod.push(run_pod.as_secs_f64() * 1e3);
+                row.create.push(create.as_secs_f64() * 1e3);
+                row.start.push(start.as_secs_f64() * 1e3);
+                row.shim_pss.push(pss_kib(&shim) / 1024.0);
+                row.serving_pss.push(pss_kib(&serving) / 1024.0);
             }
             pod.remove().expect("removing the pod");
         }
@@ -1008,14 +1049,15 @@ fn cri_figures() {
     };
     println!("| handler | RunPodSandbox ms | CreateContainer ms | StartContainer ms | PSS of the pod's shim MB | PSS of the container's own processes MB |");
     println!("|---|---|---|---|---|---|");
-    for (name, a, b, c, d, e) in rows.iter_mut() {
+    for row in rows.iter_mut() {
         println!(
-            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
-            median(a),
-            median(b),
-            median(c),
-            median(d),
-            median(e)
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            row.handler,
+            median(&mut row.run_pod),
+            median(&mut row.create),
+            median(&mut row.start),
+            median(&mut row.shim_pss),
+            median(&mut row.serving_pss)
         );
     }
 }
