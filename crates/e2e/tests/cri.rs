@@ -498,12 +498,10 @@ fn check_spew_log(pod: &Pod<'_>, name: &str, long: usize, runc_id: Option<&str>)
 /// lose its tail, and containerd then logs `Failed to pipe stdout of container "<id>"`. The
 /// Wasm shim waits until containerd has read its output, so its logs are checked in full.
 fn containerd_16_cut_the_log(id: &str) -> bool {
-    let Some(dir) = &e2e::config().ctd_dir else {
-        return false;
-    };
-    let log = std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default();
     e2e::containerd_version() < (1, 7)
-        && log.contains(&format!("Failed to pipe stdout of container \"{id}\""))
+        && e2e::containerd_log().is_some_and(|log| {
+            log.contains(&format!("Failed to pipe stdout of container \"{id}\""))
+        })
 }
 
 /// containerd restarts with a runc pod running: it stays RUNNING, keeps

@@ -38,6 +38,15 @@ fn assert_compile_said(out: &Output, digest: &str, what: &str) {
     );
 }
 
+/// The first start of image `name` says hello and finds module `digest` already compiled.
+#[track_caller]
+fn assert_first_start_is_a_cache_hit(ns: &Ns, name: &str, digest: &str) {
+    let (c, out) = ns.run(name).present().rm_id("first");
+    out.assert_success();
+    assert_eq!(out.stdout, "hello from wasm\n", "{out}");
+    assert_eq!(cache_outcome(&c.id, digest), "cache hit");
+}
+
 #[test]
 fn compiling_a_compat_image_makes_its_first_start_a_cache_hit() {
     let ns = Ns::new("precompile-compat");
@@ -75,10 +84,7 @@ fn compiling_a_compat_image_makes_its_first_start_a_cache_hit() {
     assert_compile_said(&out, &digest, "already cached");
     assert!(out.stdout.contains("file /bin/hello.wasm"), "{out}");
 
-    let (c, out) = ns.run(name).present().rm_id("first");
-    out.assert_success();
-    assert_eq!(out.stdout, "hello from wasm\n", "{out}");
-    assert_eq!(cache_outcome(&c.id, &digest), "cache hit");
+    assert_first_start_is_a_cache_hit(&ns, name, &digest);
 }
 
 #[test]
@@ -95,10 +101,7 @@ fn compiling_a_layer_image_makes_its_first_start_a_cache_hit() {
     assert_compile_said(&compile(&ns, &[name]), &digest, "compiled");
     assert_compile_said(&compile(&ns, &[name]), &digest, "already cached");
 
-    let (c, out) = ns.run(name).present().rm_id("first");
-    out.assert_success();
-    assert_eq!(out.stdout, "hello from wasm\n", "{out}");
-    assert_eq!(cache_outcome(&c.id, &digest), "cache hit");
+    assert_first_start_is_a_cache_hit(&ns, name, &digest);
 }
 
 #[test]
