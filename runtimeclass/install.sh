@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Node installer of the containerd Wasm shims: puts the shim binaries on
-# containerd's PATH, adds their runtimes to containerd's CRI config (config
-# version 2 for containerd 1.x, version 3 for 2.x) and restarts containerd if
-# the config changed. Running it again changes nothing.
+# containerd's PATH (and, for WasmEdge, libwasmedge beside them), adds their
+# runtimes to containerd's CRI config (config version 2 for containerd 1.x,
+# version 3 for 2.x) and restarts containerd if the config changed. Running
+# it again changes nothing.
 #
 # Usage: install.sh [OPTIONS]
 #
@@ -13,6 +14,9 @@
 #                          (default: this script's folder)
 #   --bin-dir DIR          where to install them (default /usr/local/bin; it
 #                          must be on containerd's PATH)
+#   --lib-src DIR          folder holding libwasmedge.so.0* for the WasmEdge
+#                          shim (default: <bin-src>/lib if it holds them,
+#                          else $WASMEDGE_DIR/lib if WASMEDGE_DIR is set)
 #   --runtimes LIST        comma-separated engines to configure, of wasmtime
 #                          and wasmedge (default: every shim in --bin-src)
 #   --config FILE          containerd config (default /etc/containerd/config.toml)
@@ -33,6 +37,20 @@
 # FILE.bak.<UTC time>. The result is parsed again and checked before it
 # replaces the file (atomically), so a config whose layout does not allow the
 # block (e.g. the runtimes defined as an inline table) is refused, untouched.
+#
+# libwasmedge (WasmEdge runtime only) goes where the WasmEdge shim's RUNPATH
+# looks first, <bin-dir>/../lib/containerd-shim-wasm (by default
+# /usr/local/lib/containerd-shim-wasm): the files libwasmedge.so.0* of
+# --lib-src, symlinks kept as symlinks (libwasmedge.so.0 ->
+# libwasmedge.so.0.1.1), each replaced by rename and only when it differs;
+# older libwasmedge.so.0* there are removed. No ld.so.conf entry, no
+# ldconfig, no LD_LIBRARY_PATH, and no other WasmEdge install is touched.
+# libwasmedge itself needs libLLVM-16.so.1 (Debian/Ubuntu package
+# libllvm16), libzstd.so.1 (libzstd1) and libz.so.1 (zlib1g) in a folder the
+# node's dynamic linker searches (/lib, /usr/lib, their multiarch and lib64
+# folders, and those listed in /etc/ld.so.conf); if one is missing, or no
+# libwasmedge is found (to install, or installed before), nothing at all is
+# installed.
 #
 # Each runtime table: runtime_type io.containerd.<engine>.v1 and
 # pod_annotations ["wasm-shim/*"], without which CRI does not pass the
@@ -57,6 +75,7 @@ usage() {
 root=/
 bin_src="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bin_dir=/usr/local/bin
+lib_src=""
 runtimes=""
 config=/etc/containerd/config.toml
 config_version=""
@@ -66,7 +85,7 @@ restart=1
 
 while (($#)); do
     case "$1" in
-        --root | --bin-src | --bin-dir | --runtimes | --config | --config-version | --containerd | --restart-cmd)
+        --root | --bin-src | --bin-dir | --lib-src | --runtimes | --config | --config-version | --containerd | --restart-cmd)
             (($# >= 2)) || {
                 log "$1 needs a value"
                 exit 2
@@ -75,6 +94,7 @@ while (($#)); do
                 --root) root="$2" ;;
                 --bin-src) bin_src="$2" ;;
                 --bin-dir) bin_dir="$2" ;;
+                --lib-src) lib_src="$2" ;;
                 --runtimes) runtimes="$2" ;;
                 --config) config="$2" ;;
                 --config-version) config_version="$2" ;;
@@ -137,7 +157,180 @@ for e in "${engines[@]}"; do
     esac
 done
 
-# 1. The binaries: replaced by rename (a running shim keeps its old file), and
+# 0. libwasmedge, for the WasmEdge shim: found and checked before anything is
+#    written, so a node that cannot run it is left untouched.
+LWE_GLOB='libwasmedge.so.0*'
+# The WasmEdge shim's RUNPATH is $ORIGIN/../lib/containerd-shim-wasm.
+bin_parent="$(dirname "$bin_dir")"
+[[ "$bin_parent" != / ]] || bin_parent=""
+lib_dir="$bin_parent/lib/containerd-shim-wasm"
+lib_dest="$(in_root "$lib_dir")"
+
+# has_lwe DIR: whether DIR holds libwasmedge.so.0 (file, or link to one).
+has_lwe() { [[ -f "$1/libwasmedge.so.0" ]]; }
+
+# node_file PATH: whether PATH (as the node sees it) is a file, following
+# symlinks inside the node's root (an absolute link target is the node's).
+node_file() {
+    local p="$1" t i
+    for ((i = 0; i < 16; i++)); do
+        if [[ -L "$(in_root "$p")" ]]; then
+            t="$(readlink "$(in_root "$p")")"
+            [[ "$t" == /* ]] || t="$(dirname "$p")/$t"
+            p="$t"
+        else
+            [[ -f "$(in_root "$p")" ]]
+            return
+        fi
+    done
+    return 1
+}
+
+# ld_conf_dirs FILE [DEPTH]: the folders an ld.so.conf FILE of the node lists
+# (one per line; `include GLOB...`, relative to FILE's folder, recursively).
+ld_conf_dirs() {
+    local file="$1" depth="${2:-0}" line pat m
+    local -a words
+    ((depth < 8)) && [[ -f "$(in_root "$file")" ]] || return 0
+    while IFS= read -r line || [[ -n "$line" ]]; do
+        read -r -a words <<<"${line%%#*}"
+        ((${#words[@]})) || continue
+        if [[ "${words[0]}" == include ]]; then
+            for pat in "${words[@]:1}"; do
+                [[ "$pat" == /* ]] || pat="$(dirname "$file")/$pat"
+                while IFS= read -r m; do
+                    [[ -n "$m" ]] || continue
+                    [[ "$root" == / ]] || m="${m#"$root"}"
+                    ld_conf_dirs "$m" $((depth + 1))
+                done < <(compgen -G "$(in_root "$pat")" | sort)
+            done
+        elif [[ "${words[0]}" == /* ]]; then
+            printf '%s\n' "${words[0]%%=*}"
+        fi
+    done <"$(in_root "$file")"
+}
+
+# check_node_libs: libwasmedge's own dependencies are the node's, found by
+# its dynamic linker (libwasmedge's RUNPATH is only $ORIGIN).
+check_node_libs() {
+    local triplet="" d lib pkg found
+    case "$(uname -m)" in
+        x86_64 | aarch64 | s390x | riscv64) triplet="$(uname -m)-linux-gnu" ;;
+        ppc64le) triplet=powerpc64le-linux-gnu ;;
+        armv7l | armv8l) triplet=arm-linux-gnueabihf ;;
+    esac
+    local -a dirs=() missing=() pkgs=() hints=()
+    mapfile -t dirs < <(ld_conf_dirs /etc/ld.so.conf)
+    [[ -z "$triplet" ]] || dirs+=("/lib/$triplet" "/usr/lib/$triplet")
+    dirs+=(/lib64 /usr/lib64 /lib /usr/lib)
+    for lib in libLLVM-16.so.1:libllvm16 libzstd.so.1:libzstd1 libz.so.1:zlib1g; do
+        pkg="${lib#*:}" lib="${lib%%:*}" found=""
+        for d in "${dirs[@]}"; do
+            if node_file "$d/$lib"; then
+                found="$d/$lib"
+                break
+            fi
+        done
+        if [[ -z "$found" ]]; then
+            missing+=("$lib") pkgs+=("$pkg")
+            # Where LLVM's own packages keep it, off the linker's path.
+            for d in /usr/lib/llvm-16/lib /usr/local/lib/llvm-16/lib /opt/llvm-16/lib; do
+                if node_file "$d/$lib"; then
+                    hints+=("$d/$lib exists, but the dynamic linker does not search $d (list it in /etc/ld.so.conf.d/ and run ldconfig, or install the package)")
+                fi
+            done
+        fi
+    done
+    ((${#missing[@]})) || return 0
+    log "the WasmEdge shim's libwasmedge needs ${missing[*]} from the node: not found in the dynamic linker's folders (${dirs[*]}) under --root $root"
+    local h
+    for h in "${hints[@]}"; do
+        log "  $h"
+    done
+    die "install that on the node first (Debian/Ubuntu: apt-get install ${pkgs[*]}), then run this again; nothing was installed (--runtimes wasmtime needs none of it)"
+}
+
+want_lwe=0
+for e in "${engines[@]}"; do
+    [[ "$e" != wasmedge ]] || want_lwe=1
+done
+if ((want_lwe)); then
+    if [[ -n "$lib_src" ]]; then
+        has_lwe "$lib_src" || die "no libwasmedge.so.0 in $lib_src (--lib-src)"
+    elif has_lwe "$bin_src/lib"; then
+        lib_src="$bin_src/lib"
+    elif [[ -n "${WASMEDGE_DIR:-}" ]] && has_lwe "$WASMEDGE_DIR/lib"; then
+        lib_src="$WASMEDGE_DIR/lib"
+    elif has_lwe "$lib_dest"; then
+        log "no libwasmedge.so.0 in $bin_src/lib nor \$WASMEDGE_DIR/lib; keeping the installed $lib_dir/libwasmedge.so.0"
+    else
+        die "the WasmEdge runtime needs libwasmedge 0.17: no libwasmedge.so.0 in $bin_src/lib, \$WASMEDGE_DIR/lib (WASMEDGE_DIR=${WASMEDGE_DIR:-unset}) nor $lib_dir; pass --lib-src DIR (the lib folder of a WasmEdge 0.17 install), or --runtimes wasmtime"
+    fi
+    check_node_libs
+fi
+
+# 1. libwasmedge first, so a new WasmEdge shim never starts without it. Each
+#    file is replaced by rename (a running shim keeps the file it mapped),
+#    and only when it differs; links after files, so none dangles.
+if ((want_lwe)) && [[ -n "$lib_src" ]]; then
+    mkdir -p "$lib_dest"
+    declare -a lwe_names=()
+    declare -A lwe_link=()
+    for f in "$lib_src"/$LWE_GLOB; do
+        [[ -e "$f" || -L "$f" ]] || continue
+        n="$(basename "$f")"
+        lwe_names+=("$n")
+        if [[ -L "$f" ]]; then
+            t="$(readlink "$f")"
+            # A link to a sibling stays a link; any other is copied as a file.
+            if [[ "$t" != */* && "$t" == libwasmedge.so.0* && -e "$lib_src/$t" ]]; then
+                lwe_link[$n]="$t"
+            fi
+        fi
+    done
+    lwe_changed=0
+    for n in "${lwe_names[@]}"; do
+        [[ -z "${lwe_link[$n]:-}" ]] || continue
+        src="$lib_src/$n" dest="$lib_dest/$n"
+        [[ -f "$src" ]] || die "$src is not a file (a dangling link?)"
+        if [[ -f "$dest" && ! -L "$dest" ]] && cmp -s "$src" "$dest"; then
+            continue
+        fi
+        tmp="$(mktemp "$lib_dest/.$n.XXXXXX")"
+        cp -L "$src" "$tmp"
+        chmod 0644 "$tmp"
+        mv -f "$tmp" "$dest"
+        log "installed $lib_dir/$n"
+        lwe_changed=1
+    done
+    for n in "${lwe_names[@]}"; do
+        t="${lwe_link[$n]:-}"
+        [[ -n "$t" ]] || continue
+        dest="$lib_dest/$n"
+        if [[ -L "$dest" && "$(readlink "$dest")" == "$t" ]]; then
+            continue
+        fi
+        tmp="$(mktemp -u "$lib_dest/.$n.XXXXXX")"
+        ln -s "$t" "$tmp"
+        mv -fT "$tmp" "$dest"
+        log "installed $lib_dir/$n -> $t"
+        lwe_changed=1
+    done
+    # What an earlier version left: libwasmedge.so.0* that --lib-src lacks.
+    for f in "$lib_dest"/$LWE_GLOB; do
+        [[ -e "$f" || -L "$f" ]] || continue
+        n="$(basename "$f")"
+        [[ " ${lwe_names[*]} " != *" $n "* ]] || continue
+        rm -f "$f"
+        log "removed $lib_dir/$n (not in $lib_src)"
+        lwe_changed=1
+    done
+    if ((lwe_changed == 0)); then
+        log "$lib_dir/$LWE_GLOB are up to date"
+    fi
+fi
+
+# 2. The binaries: replaced by rename (a running shim keeps its old file), and
 #    only when they differ, so a second run writes nothing.
 dest_dir="$(in_root "$bin_dir")"
 mkdir -p "$dest_dir"
@@ -161,7 +354,7 @@ for e in "${engines[@]}"; do
     fi
 done
 
-# 2. The config.
+# 3. The config.
 config_path="$(in_root "$config")"
 if [[ -z "$config_version" && ! -s "$config_path" ]]; then
     # A new config: its version follows containerd's major version.
@@ -342,7 +535,7 @@ case "$result" in
     *) die "unexpected result from the config editor: $result" ;;
 esac
 
-# 3. containerd reads its config at start only.
+# 4. containerd reads its config at start only.
 if ((restart == 0)); then
     log "--no-restart: restart containerd yourself for the runtimes to take effect"
     exit 0

@@ -15,11 +15,15 @@ this checks what ties the files together:
     ADDR:PORTS list and allows every container port, and the memory limit is
     set and above the 8 MiB the shim keeps for the runtime;
   - the DaemonSet: privileged init container, hostPID, the host's / mounted
-    where install.sh's --root points, only options install.sh knows;
+    where install.sh's --root points, only options install.sh knows, its
+    --bin-src and --lib-src where Dockerfile.installer puts the shims and
+    libwasmedge;
   - Dockerfile.test: Debian 12 base, runs scripts/install-deps (the one
     list of packages), scripts/build and scripts/test, copies files that
-    exist; Dockerfile.installer copies files that exist or that
-    scripts/build produces, and .dockerignore lets the shims through.
+    exist; Dockerfile.installer copies files that exist, both shims that
+    scripts/build produces and libwasmedge staged in target/installer-lib
+    (its header shows how, with scripts/lib/libwasmedge.sh's lwe_find, which
+    must exist there if that file does), and .dockerignore lets these through.
 Prints one line per failed check and exits 1 if any failed.
 """
 
@@ -155,11 +159,12 @@ for dep in deps:
             check(t in names or t in numbers, f"Service targetPort {t!r} is not a declared container port")
 
 # --- The DaemonSet
-INSTALL_OPTS = {"--root", "--bin-src", "--bin-dir", "--runtimes", "--config", "--config-version", "--containerd", "--restart-cmd"}
+INSTALL_OPTS = {"--root", "--bin-src", "--bin-dir", "--lib-src", "--runtimes", "--config", "--config-version", "--containerd", "--restart-cmd"}
 with open(os.path.join(RC, "install.sh"), encoding="utf-8") as f:
     install_sh = f.read()
 for opt in INSTALL_OPTS | {"--no-restart"}:
     check(opt in install_sh, f"install.sh does not know {opt}")
+installer_opts = []
 for ds in of_kind(docs("daemonset.yaml"), "DaemonSet"):
     pod = ds["spec"]["template"]["spec"]
     check(pod.get("hostPID") is True, "DaemonSet: hostPID is needed for nsenter into PID 1")
@@ -173,6 +178,7 @@ for ds in of_kind(docs("daemonset.yaml"), "DaemonSet"):
         args = c.get("command", []) + c.get("args", [])
         check(args and args[0].endswith("install.sh"), "installer container does not run install.sh")
         opts = dict(zip(args[1::2], args[2::2]))
+        installer_opts.append(opts)
         check(set(opts) <= INSTALL_OPTS, f"installer options {sorted(set(opts) - INSTALL_OPTS)} unknown to install.sh")
         mounts = {m["mountPath"] for m in c.get("volumeMounts", []) if m["name"] in host_vols}
         check(opts.get("--root") in mounts, f"--root {opts.get('--root')!r} is not where the host's / is mounted ({sorted(mounts)})")
@@ -199,16 +205,47 @@ with open(os.path.join(ROOT, ".dockerignore"), encoding="utf-8") as f:
     ignored = [l.strip() for l in f if l.strip() and not l.startswith("#")]
 check("target" in ignored, ".dockerignore does not keep target/ out of the build context")
 
+STAGED_LIB = "target/installer-lib"
+with open(os.path.join(ROOT, "runtimeclass/Dockerfile.installer"), encoding="utf-8") as f:
+    installer_text = f.read()
+copied = {}  # source -> destination
 for l in dockerfile("runtimeclass/Dockerfile.installer"):
     if l.startswith("COPY "):
-        src = shlex.split(l[5:])[:-1]
-        for s in src:
+        words = shlex.split(l[5:])
+        check(not any(w.startswith("--") for w in words), f"Dockerfile.installer: COPY flags are not expected: {l}")
+        for s in words[:-1]:
+            copied[s.rstrip("/")] = words[-1]
             built = s.startswith("target/release/containerd-shim-")
-            check(built or os.path.exists(os.path.join(ROOT, s)), f"Dockerfile.installer copies {s}, which does not exist")
+            staged = s.rstrip("/") == STAGED_LIB
+            check(built or staged or os.path.exists(os.path.join(ROOT, s)), f"Dockerfile.installer copies {s}, which does not exist")
+            if built or staged:
+                check(f"!{s.rstrip('/')}" in ignored, f".dockerignore keeps {s} out of the build context")
             if built:
-                check(f"!{s}" in ignored, f".dockerignore keeps {s} out of the build context")
                 check("containerd-shim-$shim-v1" in open(os.path.join(ROOT, "scripts/build"), encoding="utf-8").read(),
                       f"Dockerfile.installer copies {s}, which scripts/build does not produce")
+shim_dests = set()
+for shim in ("wasmtime", "wasmedge"):
+    s = f"target/release/containerd-shim-{shim}-v1"
+    if check(s in copied, f"Dockerfile.installer does not copy {s}"):
+        check(copied[s].endswith("/"), f"Dockerfile.installer copies {s} to {copied[s]}, not into a folder")
+        shim_dests.add(copied[s].rstrip("/"))
+check(len(shim_dests) <= 1, f"Dockerfile.installer puts the shims in different folders: {sorted(shim_dests)}")
+lib_dest = copied.get(STAGED_LIB, "").rstrip("/")
+check(lib_dest, f"Dockerfile.installer does not copy libwasmedge ({STAGED_LIB}/)")
+# The staging recipe in its header: from the libwasmedge scripts/build uses, links kept.
+check(re.search(r"lwe_find", installer_text) and re.search(rf"cp -P [^\n]*libwasmedge\.so\.0\* {re.escape(STAGED_LIB)}/", installer_text),
+      f"Dockerfile.installer's header does not show how {STAGED_LIB} is staged (lwe_find, cp -P libwasmedge.so.0*)")
+lwe_sh = os.path.join(ROOT, "scripts/lib/libwasmedge.sh")
+if os.path.exists(lwe_sh):
+    with open(lwe_sh, encoding="utf-8") as f:
+        lwe_text = f.read()
+    for fn in ("lwe_find", "lwe_libdir"):
+        check(re.search(rf"^{fn}\(\)", lwe_text, re.M), f"Dockerfile.installer's header calls {fn}, which scripts/lib/libwasmedge.sh does not define")
+for opts in installer_opts:
+    check(opts.get("--bin-src", "").rstrip("/") in shim_dests,
+          f"DaemonSet --bin-src {opts.get('--bin-src')!r} is not where Dockerfile.installer puts the shims ({sorted(shim_dests)})")
+    check(opts.get("--lib-src", "").rstrip("/") == lib_dest,
+          f"DaemonSet --lib-src {opts.get('--lib-src')!r} is not where Dockerfile.installer puts libwasmedge ({lib_dest!r})")
 
 for e in errors:
     print(f"FAIL: {e}")
