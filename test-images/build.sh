@@ -5,7 +5,7 @@
 #
 # Output, all under test-images/out/ (gitignored):
 #   modules/*.wasm   the raw modules (hello, probe-p1, probe-p2, c-hello,
-#                    http-proxy and the bad ones), for tests that do not go
+#                    cri, cri-p1, http-proxy and the bad ones), for tests that do not go
 #                    through images
 #   *.tar            OCI image-layout tarballs, one per image (see below), among
 #                    them Wasm OCI images whose module is a layer of its own
@@ -55,6 +55,8 @@ cp "$p1/hello.wasm" "$modules/hello.wasm"
 cp "$p1/probe.wasm" "$modules/probe-p1.wasm"
 cp "$p2/probe.wasm" "$modules/probe-p2.wasm"
 cp "$p2/cri.wasm" "$modules/cri.wasm"
+# The same guest for WasmEdge: its sockets through WasmEdge's own extension.
+cp "$p1/cri.wasm" "$modules/cri-p1.wasm"
 cp "$p2/http_proxy.wasm" "$modules/http-proxy.wasm"
 if [[ "${BUILD_BIG:-0}" == 1 ]]; then
     log "building the big guest (wasm32-wasip1; takes a while the first time)"
@@ -204,6 +206,8 @@ image pause localhost/test/pause:latest \
     --file "$pause_out:/pause:0755" --entrypoint /pause
 image cri localhost/test/cri:latest \
     --file "$modules/cri.wasm:/cri.wasm:0755" --entrypoint /cri.wasm
+image cri-p1 localhost/test/cri-p1:latest \
+    --file "$modules/cri-p1.wasm:/cri.wasm:0755" --entrypoint /cri.wasm
 image http-proxy localhost/test/http-proxy:latest \
     --file "$modules/http-proxy.wasm:/http-proxy.wasm:0755" --entrypoint /http-proxy.wasm
 

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 mod confine;
 mod listen;
+/// Public: `prepare` does not install it yet (see its `install`).
+pub mod net_guard;
 mod watchdog;
 
 pub use watchdog::EXIT_TIME_LIMIT;

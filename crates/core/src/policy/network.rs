@@ -55,6 +55,14 @@ impl NetworkPolicy {
         self.listen.iter().any(|r| r.matches(addr))
     }
 
+    /// Listening on `addr`: the listen allowlist alone (no port-0 exception: a socket bound
+    /// to an ephemeral port for an outbound connection may not listen on it). An unbound
+    /// socket, which `listen` binds to an ephemeral port on every address, is asked as
+    /// `0.0.0.0:0` (or `[::]:0`): only a rule for every address and every port allows it.
+    pub fn allows_listen(&self, addr: SocketAddr) -> bool {
+        self.listen.iter().any(|r| r.matches(addr))
+    }
+
     /// Replace host names by the addresses they resolve to now (an unresolvable name
     /// allows nothing). Called in the instance process, which is in the pod's network.
     pub fn resolve_hosts(&mut self) {
@@ -229,6 +237,12 @@ mod tests {
         assert!(p.allows_bind(sa("0.0.0.0:8080")));
         assert!(p.allows_bind(sa("0.0.0.0:0")), "implicit bind for outbound");
         assert!(!p.allows_bind(sa("0.0.0.0:8081")));
+        assert!(p.allows_listen(sa("0.0.0.0:8080")));
+        assert!(
+            !p.allows_listen(sa("0.0.0.0:0")),
+            "no port-0 exception for listening"
+        );
+        assert!(!p.allows_listen(sa("0.0.0.0:41000")));
     }
 
     #[test]

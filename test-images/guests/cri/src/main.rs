@@ -1,12 +1,17 @@
-//! `cri`: the Wasm guest of the CRI end-to-end tests (WASI preview 2), chosen
-//! by `argv[1]`:
+//! `cri`: the Wasm guest of the CRI end-to-end tests, built for WASI preview 2
+//! (Wasmtime) and for preview 1 (WasmEdge, whose sockets are its own extension:
+//! the `wasmedge_wasi_socket` crate), chosen by `argv[1]`:
 //!
 //! - `serve [PORT]`: an HTTP/1.0 server on `0.0.0.0:PORT` (else `$PORT`, else
 //!   8080). Every request gets `200 OK` with the body
 //!   `hello from the cri guest\nGREETING=<$GREETING>\npath=<request path>\n`,
 //!   so a client can tell it reached this guest, with this environment. It
 //!   prints `listening on <addr>` once bound and one `request <path>` line per
-//!   request.
+//!   request. Exits 2 when it cannot listen.
+//! - `connect HOST:PORT`: opens a TCP connection, sends `GET / HTTP/1.0`,
+//!   prints the first line of the response; on failure prints
+//!   `error: connect HOST:PORT: <error>` on stderr and exits 3 (what the network
+//!   allowlist tests look for).
 //! - `spew`: log output patterns: a 40000-byte line of `x`, then `burst N`
 //!   lines `burst 1` .. `burst 20000` (one write each), `to stderr` on
 //!   stderr, then `no newline at the end` without a line end; exits 0.
@@ -18,19 +23,51 @@
 
 use std::hint::black_box;
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
+
+use net::{TcpListener, TcpStream};
+
+/// The sockets of each target, behind one interface: `listen` and `connect`.
+#[cfg(not(all(target_os = "wasi", target_env = "p1")))]
+mod net {
+    pub use std::net::{TcpListener, TcpStream};
+
+    pub fn listen(addr: &str) -> std::io::Result<TcpListener> {
+        TcpListener::bind(addr)
+    }
+
+    pub fn connect(addr: &str) -> std::io::Result<TcpStream> {
+        TcpStream::connect(addr)
+    }
+}
+
+/// WasmEdge's socket extension (preview 1 has no sockets of its own).
+#[cfg(all(target_os = "wasi", target_env = "p1"))]
+mod net {
+    pub use wasmedge_wasi_socket::{TcpListener, TcpStream};
+
+    pub fn listen(addr: &str) -> std::io::Result<TcpListener> {
+        TcpListener::bind(addr, false)
+    }
+
+    pub fn connect(addr: &str) -> std::io::Result<TcpStream> {
+        TcpStream::connect(addr)
+    }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let command = args.get(1).map(String::as_str).unwrap_or("");
     match command {
         "serve" => serve(args.get(2).cloned()),
+        "connect" => connect(args.get(2).map(String::as_str).unwrap_or("")),
         "spew" => spew(),
         "tick" => tick(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(500)),
         "grow" => grow(),
         _ => {
-            eprintln!("usage: cri serve [PORT] | spew | tick MS | grow (got {command:?})");
+            eprintln!(
+                "usage: cri serve [PORT] | connect HOST:PORT | spew | tick MS | grow (got {command:?})"
+            );
             std::process::exit(64);
         }
     }
@@ -41,7 +78,7 @@ fn serve(port: Option<String>) {
         .or_else(|| std::env::var("PORT").ok())
         .unwrap_or_else(|| "8080".into());
     let addr = format!("0.0.0.0:{port}");
-    let listener = match TcpListener::bind(&addr) {
+    let listener: TcpListener = match net::listen(&addr) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: cannot listen on {addr}: {e}");
@@ -60,6 +97,32 @@ fn serve(port: Option<String>) {
             Err(e) => eprintln!("error: accept: {e}"),
         }
     }
+}
+
+fn connect(addr: &str) {
+    match get(addr) {
+        Ok(status_line) => println!("{status_line}"),
+        Err(e) => {
+            eprintln!("error: connect {addr}: {e}");
+            std::process::exit(3);
+        }
+    }
+}
+
+/// `GET /` on `addr`: the response's first line.
+fn get(addr: &str) -> io::Result<String> {
+    let mut stream = net::connect(addr)?;
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    stream.flush()?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    if line.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the connection closed without a response",
+        ));
+    }
+    Ok(line.trim_end().to_string())
 }
 
 fn answer(stream: TcpStream, greeting: &str) -> io::Result<()> {
