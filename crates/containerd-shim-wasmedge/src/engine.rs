@@ -24,17 +24,22 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-use wasm_shim_core::{Engine, LoadedArtifact, ModuleKind};
+use wasm_shim_core::{Capability, Engine, LoadedArtifact, ModuleKind};
 use wasmedge_sdk::config::{
     CommonConfigOptions, CompilerConfigOptions, Config, ConfigBuilder, RuntimeConfigOptions,
 };
 use wasmedge_sdk::utils::CoreVersion;
 use wasmedge_sdk::{
-    Compiler, CompilerOptimizationLevel, CompilerOutputFormat, LogManager, RunMode, WasmStandard,
+    Compiler, CompilerOptimizationLevel, CompilerOutputFormat, RunMode, WasmStandard,
 };
 
 /// The WasmEdge release this shim is written and type-checked against.
 const WASMEDGE_SERIES: (u32, u32) = (0, 17);
+
+/// Why a component is refused: WasmEdge 0.17 has no component model.
+const NO_COMPONENTS: &str = "WasmEdge 0.17 runs WASI preview 1 core modules only, not WASI preview 2 components; use the wasmtime runtime (io.containerd.wasmtime.v1)";
+/// Why `wasi:http/proxy` serving is refused: it is a component world.
+pub const NO_WASI_HTTP: &str = "wasi:http/proxy is a component world, and WasmEdge 0.17 has no component model; use the wasmtime runtime (io.containerd.wasmtime.v1)";
 
 pub struct WasmEdgeEngine {
     fingerprint: String,
@@ -42,6 +47,10 @@ pub struct WasmEdgeEngine {
 
 impl Engine for WasmEdgeEngine {
     const NAME: &'static str = "wasmedge";
+    const LACKS: &'static [(Capability, &'static str)] = &[
+        (Capability::Components, NO_COMPONENTS),
+        (Capability::WasiHttp, NO_WASI_HTTP),
+    ];
     // Instance processes start with a cleared environment: keep where the plugins and the
     // library are.
     const NODE_ENV: &'static [&'static str] = &["WASMEDGE_PLUGIN_PATH", "LD_LIBRARY_PATH"];
@@ -57,9 +66,8 @@ impl Engine for WasmEdgeEngine {
                 WASMEDGE_SERIES.1
             );
         }
-        // WasmEdge logs to stderr: the container's stderr in an instance process, the error
-        // message the core reports in the compiler process. Errors only (traps, load failures).
-        LogManager::log_error_info();
+        // WasmEdge's log lines go to the shim log, not to the container's stderr.
+        crate::engine_log::install();
         Ok(WasmEdgeEngine {
             fingerprint: fingerprint(&version),
         })
@@ -84,9 +92,16 @@ impl Engine for WasmEdgeEngine {
             .tempdir()
             .context("creating a folder for the compiler's output")?;
         // Named `.so` by the SDK whatever the format; the content is universal Wasm.
+        // Native code that came with the module is never used (see `native_section`).
+        let (wasm, cut) = crate::native_section::strip(wasm)?;
+        if cut > 0 {
+            log::info!("ignoring {cut} native code section(s) that came with the module: this node compiles its own");
+        }
         let out = compiler
-            .compile_from_bytes(wasm, "module", dir.path())
-            .context("compiling the module")?;
+            .compile_from_bytes(&wasm, "module", dir.path())
+            .map_err(|e| {
+                anyhow::anyhow!("AOT compile failed: {e}{}", crate::engine_log::reasons())
+            })?;
         std::fs::read(&out).with_context(|| format!("reading {}", out.display()))
     }
 
@@ -99,9 +114,7 @@ impl Engine for WasmEdgeEngine {
 fn refuse_components(kind: ModuleKind) -> Result<()> {
     match kind {
         ModuleKind::Module => Ok(()),
-        ModuleKind::Component => bail!(
-            "WasmEdge does not run WASI preview 2 components; use the wasmtime runtime (io.containerd.wasmtime.v1)"
-        ),
+        ModuleKind::Component => bail!("{NO_COMPONENTS}"),
     }
 }
 

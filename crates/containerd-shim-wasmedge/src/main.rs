@@ -6,8 +6,10 @@
 //! library: a test may only reach code that makes no libwasmedge call, or it fails to link.
 
 mod engine;
+mod engine_log;
 mod inspect;
 mod memory;
+mod native_section;
 mod plugins;
 mod preview1;
 mod wasi;

@@ -33,8 +33,13 @@ pub fn runtime_options(
         );
     }
     // WasmEdge applies the limit to each memory; without multi-memory there is at most one.
-    let pages = limit.min(MAX_PAGES_32) as u32;
+    let pages = effective_pages(Some(limit)) as u32;
     Ok(RuntimeConfigOptions::new().max_memory_pages(pages))
+}
+
+/// The page limit WasmEdge actually applies for a policy limit of `limit_pages`.
+pub fn effective_pages(limit_pages: Option<u64>) -> u64 {
+    limit_pages.map_or(MAX_PAGES_32, |l| l.min(MAX_PAGES_32))
 }
 
 fn mib(bytes: u64) -> String {

@@ -46,6 +46,8 @@ struct Prepared {
     /// Borrows the host modules for `'static`: they are leaked, see [`Loaded`]'s `instantiate`.
     vm: Vm<'static, HostModule>,
     entry: String,
+    /// The page limit the guest runs under, for the memory-limit message.
+    memory_pages: u64,
 }
 
 /// An artifact read and loaded (native code mapped, module validated), not yet instantiated.
@@ -66,8 +68,13 @@ pub fn load(artifact: &Path) -> Result<Loaded> {
     let inspected = crate::inspect::inspect(&bytes)?;
     // From memory: universal Wasm loads from bytes (see `engine`), and the SDK's `from_file`
     // would refuse the cache's `.bin` name. Maps the native code (AOT run mode) and validates.
-    let module = Module::from_bytes(Some(&crate::engine::load_config()?), &bytes)
-        .context("loading the compiled module (is it from this node's WasmEdge?)")?;
+    let module = Module::from_bytes(Some(&crate::engine::load_config()?), &bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "failed to load module {}: {e}{}",
+            artifact.display(),
+            crate::engine_log::reasons()
+        )
+    })?;
     // The node's plugin settings, read now: instantiation may come after the instance process
     // has given up the rights to read them (see `plugins`). Only needed for plugin imports.
     let node_plugins = if inspected.imports.iter().any(|i| i.module != WASI_MODULE) {
@@ -90,8 +97,9 @@ impl LoadedArtifact for Loaded {
         _listener: std::net::TcpListener,
     ) -> Result<Box<dyn PreparedInstance>> {
         bail!(
-            "wasi:http/proxy serving is not supported by the WasmEdge engine (annotation {}); use the wasmtime runtime (io.containerd.wasmtime.v1)",
-            wasm_shim_core::policy::annotations::HTTP_PROXY_PORT
+            "wasi:http/proxy serving is not supported by the WasmEdge engine (annotation {}): {}",
+            wasm_shim_core::policy::annotations::HTTP_PROXY_PORT,
+            crate::engine::NO_WASI_HTTP
         )
     }
 
@@ -128,10 +136,8 @@ impl LoadedArtifact for Loaded {
                 Some(ExternalInstanceType::Func(_))
             );
 
-        let runtime = crate::memory::runtime_options(
-            policy.limits.guest_memory_pages(),
-            &inspected.memories,
-        )?;
+        let memory_pages = policy.limits.guest_memory_pages();
+        let runtime = crate::memory::runtime_options(memory_pages, &inspected.memories)?;
         let config = crate::engine::runtime_config(runtime)?;
 
         let (guest_env, host_env) = plugins::split_env(&policy.env);
@@ -174,13 +180,26 @@ impl LoadedArtifact for Loaded {
 
         let store = Store::new(Some(&config), registered).context("creating the WasmEdge store")?;
         let mut vm = Vm::new(store);
-        vm.register_module(None, module)
-            .context("instantiating the module")?;
+        vm.register_module(None, module).map_err(|e| {
+            anyhow::anyhow!(
+                "instantiating the module: {e}{}",
+                crate::engine_log::reasons()
+            )
+        })?;
         if initialize {
             vm.run_func(None, "_initialize", Vec::<WasmValue>::new())
-                .context("running the module's _initialize")?;
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "running the module's _initialize: {e}{}",
+                        crate::engine_log::reasons()
+                    )
+                })?;
         }
-        Ok(Box::new(Prepared { vm, entry }))
+        Ok(Box::new(Prepared {
+            vm,
+            entry,
+            memory_pages: crate::memory::effective_pages(memory_pages),
+        }))
     }
 }
 
@@ -214,7 +233,17 @@ impl PreparedInstance for Prepared {
             // WasmEdge reports `proc_exit` as success, with the code in the WASI module; be
             // ready for it to surface as `Terminated` too.
             Err(e) if is_terminated(&e) => GuestExit::Exited(self.wasi_exit_code()),
-            Err(e) => GuestExit::Trapped(format!("wasm trap: {e} (running {})", self.entry)),
+            // A trap after WasmEdge refused `memory.grow` at the page limit: the guest ran out
+            // of its memory budget (a Rust guest aborts on a failed allocation).
+            Err(e) if crate::engine_log::memory_limit_hit() => GuestExit::MemoryLimit(format!(
+                "wasm trap: {e} (running {})\nmemory limit reached: WasmEdge refused to grow linear memory past the container's limit of {} pages",
+                self.entry, self.memory_pages
+            )),
+            Err(e) => GuestExit::Trapped(format!(
+                "wasm trap: {e} (running {}){}",
+                self.entry,
+                crate::engine_log::reasons()
+            )),
         }
     }
 }

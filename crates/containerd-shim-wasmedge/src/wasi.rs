@@ -64,6 +64,11 @@ impl WasiStrings {
 /// One preopen in WasmEdge's syntax. WasmEdge splits at the first `:` (guest path) and the next
 /// (mode), and ignores a mode it does not know, so a `:` in either path would silently preopen
 /// the wrong folder with write access: refused instead.
+///
+/// The host path gets a trailing `/.`: WasmEdge opens it with `O_NOFOLLOW`, and the core hands
+/// over pinned folders as `/proc/self/fd/N`, a symlink that `O_NOFOLLOW` refuses (`Not a
+/// directory or a symbolic link to a directory`). Through `/.` the link is followed as a
+/// folder on the way and the last component is the folder itself.
 fn preopen(guest: &str, host: &str, access: Access) -> Result<String> {
     for (what, path) in [("guest", guest), ("host", host)] {
         no_nul("a preopen", path)?;
@@ -73,6 +78,7 @@ fn preopen(guest: &str, host: &str, access: Access) -> Result<String> {
             );
         }
     }
+    let host = format!("{}/.", host.trim_end_matches('/'));
     Ok(match access {
         Access::ReadOnly => format!("{guest}:{host}:readonly"),
         Access::ReadWrite => format!("{guest}:{host}"),
@@ -87,13 +93,6 @@ fn no_nul(field: &str, s: &str) -> Result<()> {
 }
 
 /// The functions of `wasi_snapshot_preview1` as the WASI standard defines them.
-///
-/// WasmEdge's WASI module also exports its own socket extension (`sock_open`, `sock_connect`,
-/// `sock_bind`, `sock_listen`, `sock_getaddrinfo`, their `_v2` variants, ...) and
-/// `epoll_oneoff`, which let a guest open network connections of its own. Nothing in the OCI
-/// spec grants a container network access, so a module importing any of those is refused: the
-/// guest sees the same WASI as under Wasmtime. The four standard `sock_*` functions only work
-/// on sockets the host preopened, and this shim preopens none.
 pub const STANDARD_PREVIEW1: &[&str] = &[
     "args_get",
     "args_sizes_get",
@@ -143,11 +142,42 @@ pub const STANDARD_PREVIEW1: &[&str] = &[
     "sock_shutdown",
 ];
 
-/// Refuse WASI imports beyond the standard ones (see [`STANDARD_PREVIEW1`]).
+/// WasmEdge's socket extension of `wasi_snapshot_preview1`: a guest opens, binds, connects
+/// and listens on sockets of its own (the `wasmedge_wasi_socket` crate, and tokio/hyper built
+/// on it). WasmEdge checks no address, so the core's network guard has the kernel hold these
+/// calls to the container's `wasm-shim/net-*` allowlists (default deny: no socket at all).
+pub const SOCKET_EXTENSION: &[&str] = &[
+    "epoll_oneoff",
+    "sock_open",
+    "sock_bind",
+    "sock_connect",
+    "sock_listen",
+    "sock_recv_from",
+    "sock_send_to",
+    "sock_accept_v2",
+    "sock_open_v2",
+    "sock_bind_v2",
+    "sock_connect_v2",
+    "sock_listen_v2",
+    "sock_recv_v2",
+    "sock_recv_from_v2",
+    "sock_send_v2",
+    "sock_send_to_v2",
+    "sock_getsockopt",
+    "sock_setsockopt",
+    "sock_getlocaladdr",
+    "sock_getpeeraddr",
+    "sock_getlocaladdr_v2",
+    "sock_getpeeraddr_v2",
+    "sock_getaddrinfo",
+];
+
+/// Refuse imports from `wasi_snapshot_preview1` that are neither standard WASI nor WasmEdge's
+/// socket extension, naming them (WasmEdge's own error would only say "unknown import").
 pub fn check_wasi_imports<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<()> {
     let mut extra: Vec<&str> = names
         .into_iter()
-        .filter(|n| !STANDARD_PREVIEW1.contains(n))
+        .filter(|n| !STANDARD_PREVIEW1.contains(n) && !SOCKET_EXTENSION.contains(n))
         .collect();
     if extra.is_empty() {
         return Ok(());
@@ -155,8 +185,7 @@ pub fn check_wasi_imports<'a>(names: impl IntoIterator<Item = &'a str>) -> Resul
     extra.sort_unstable();
     extra.dedup();
     bail!(
-        "the module imports {} from {WASI_MODULE}, WasmEdge extensions beyond standard WASI \
-         (its socket API gives network access, which no container is granted here)",
+        "the module imports {} from {WASI_MODULE}, which is neither WASI preview 1 nor WasmEdge's socket extension",
         extra.join(", ")
     )
 }
@@ -187,7 +216,7 @@ mod tests {
         let w = WasiStrings::new(&args(), &env, &preopens).unwrap();
         assert_eq!(w.args, ["/app.wasm", "x y"]);
         assert_eq!(w.envs, ["A=1=2"]);
-        assert_eq!(w.preopens, ["/:/b/rootfs", "/cfg:/host/cfg:readonly"]);
+        assert_eq!(w.preopens, ["/:/b/rootfs/.", "/cfg:/host/cfg/.:readonly"]);
     }
 
     #[test]
@@ -204,11 +233,12 @@ mod tests {
     }
 
     #[test]
-    fn only_standard_wasi_may_be_imported() {
+    fn standard_wasi_and_the_socket_extension_may_be_imported() {
         assert!(check_wasi_imports(["fd_write", "proc_exit", "sock_accept"]).is_ok());
-        let err = check_wasi_imports(["fd_write", "sock_open", "sock_connect", "sock_open"])
+        assert!(check_wasi_imports(["sock_open", "sock_connect", "sock_getaddrinfo"]).is_ok());
+        let err = check_wasi_imports(["fd_write", "made_up", "also_made_up", "made_up"])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("sock_connect, sock_open from"), "{err}");
+        assert!(err.contains("also_made_up, made_up from"), "{err}");
     }
 }

@@ -15,6 +15,8 @@ pub struct WasmtimeEngine {
 
 impl Engine for WasmtimeEngine {
     const NAME: &'static str = "wasmtime";
+    // WASI sockets ask `network::apply`'s check for every address.
+    const CHECKS_SOCKET_ADDRESSES: bool = true;
 
     fn new() -> anyhow::Result<Self> {
         let mut config = Config::new();

@@ -5,6 +5,8 @@
 use std::net::TcpListener;
 use std::path::Path;
 
+use serde::Serialize;
+
 use crate::policy::SandboxPolicy;
 use crate::source::ModuleKind;
 
@@ -51,9 +53,41 @@ pub trait PreparedInstance {
     fn run(self: Box<Self>) -> GuestExit;
 }
 
+/// What a Wasm container may need beyond a WASI preview 1 core module, which every engine
+/// runs. An engine declares what it lacks ([`Engine::LACKS`]) and refuses such a container at
+/// Create with a clear error; `containerd-shim-<engine>-v1 capabilities` prints the list, so
+/// that tooling (and the end-to-end suites) can tell "cannot" from "broken".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    /// WASI preview 2 components (`wasi:cli/command`).
+    Components,
+    /// Serving `wasi:http/proxy` components (annotation `wasm-shim/http-proxy-port`).
+    WasiHttp,
+    /// TCP/UDP sockets for the guest, under the `wasm-shim/net-*` allowlists.
+    Sockets,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 3] = [
+        Capability::Components,
+        Capability::WasiHttp,
+        Capability::Sockets,
+    ];
+}
+
 pub trait Engine: Sized + 'static {
     /// Short name used in logs, the runtime name and the cache key, e.g. `wasmtime`.
     const NAME: &'static str;
+
+    /// The capabilities this engine cannot offer, each with the reason an operator is told.
+    const LACKS: &'static [(Capability, &'static str)] = &[];
+
+    /// Whether the engine checks every socket address its guests use against the policy's
+    /// allowlists itself (Wasmtime's WASI sockets have a hook for it). If not, the core has
+    /// the kernel check them ([`crate::instance`]'s network guard). A guest with no network
+    /// gets the kernel's refusal under every engine.
+    const CHECKS_SOCKET_ADDRESSES: bool = false;
 
     /// Variables of the node's environment (besides `WASM_SHIM_*` and `RUST_LOG`) that
     /// instance processes keep; everything else is cleared.

@@ -15,7 +15,7 @@ use containerd_shim::{Config, ExitSignal, Flags, StartOpts};
 
 use crate::artifact::ArtifactCache;
 use crate::config::NodeConfig;
-use crate::engine::Engine;
+use crate::engine::{Capability, Engine};
 use crate::image_layers::Containerd;
 use crate::task::{compile, native, Compiler, TaskService};
 use crate::{instance, precompile, shim_log};
@@ -44,6 +44,10 @@ pub fn main<E: Engine>(runtime_id: &str) {
             println!("{} {} ({})", runtime_id, env!("CARGO_PKG_VERSION"), E::NAME);
             0
         }
+        Some("capabilities") => {
+            println!("{}", capabilities::<E>());
+            0
+        }
         _ => {
             let config = Config {
                 // The crate's logger writes a line in several writes, which containerd's log
@@ -58,6 +62,29 @@ pub fn main<E: Engine>(runtime_id: &str) {
         }
     };
     std::process::exit(code);
+}
+
+/// What the engine offers, as JSON: `{"engine": NAME, "capabilities": {CAP: true|false},
+/// "lacks": {CAP: REASON}}`.
+fn capabilities<E: Engine>() -> serde_json::Value {
+    let lacks = |c: Capability| E::LACKS.iter().find(|(l, _)| *l == c).map(|(_, why)| *why);
+    let name = |c: Capability| {
+        serde_json::to_value(c)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    serde_json::json!({
+        "engine": E::NAME,
+        "capabilities": Capability::ALL
+            .iter()
+            .map(|&c| (name(c), lacks(c).is_none().into()))
+            .collect::<serde_json::Map<_, _>>(),
+        "lacks": E::LACKS
+            .iter()
+            .map(|&(c, why)| (name(c), why.into()))
+            .collect::<serde_json::Map<_, _>>(),
+    })
 }
 
 /// `compile-artifact --kind K --out PATH`: module on stdin, artifact to PATH.

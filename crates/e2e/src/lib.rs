@@ -18,6 +18,7 @@
 //! ([`Container`]'s `Drop`). Every `ctr` call has a timeout, so a hang fails
 //! the test with what `ctr` printed instead of blocking the suite.
 
+pub mod capabilities;
 pub mod cri;
 pub mod images;
 
@@ -825,7 +826,8 @@ impl Probe {
 }
 
 /// Declares, for each `name => check`, a module `name` with the tests `p1`
-/// and `p2` calling `check(Probe::P1)` and `check(Probe::P2)`.
+/// and `p2` calling `check(Probe::P1)` and `check(Probe::P2)`; `p2` is skipped
+/// on an engine that lacks components (see [`capabilities`]).
 #[macro_export]
 macro_rules! probe_tests {
     ($($name:ident => $check:ident;)*) => {
@@ -838,6 +840,12 @@ macro_rules! probe_tests {
 
                 #[test]
                 fn p2() {
+                    if $crate::capabilities::skip_unless_runtime_has(
+                        "components",
+                        concat!(module_path!(), "::p2"),
+                    ) {
+                        return;
+                    }
                     super::$check($crate::Probe::P2)
                 }
             }

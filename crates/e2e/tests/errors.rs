@@ -17,7 +17,7 @@ const BROKEN_WORDS: &[&str] = &[
 ];
 /// Taken out of the message first: the file name and the runtime's name say
 /// nothing about the problem.
-const BROKEN_STRIP: &[&str] = &["bad.wasm", "wasmtime"];
+const BROKEN_STRIP: &[&str] = &["bad.wasm", "wasmtime", "wasmedge"];
 const MISSING_WORDS: &[&str] = &["nope.wasm", "not found", "no such file"];
 /// Messages of failures that are not about the image: the shim did not start
 /// or went away. They must not pass for an error report.
@@ -85,4 +85,28 @@ fn empty_module() {
 #[test]
 fn missing_module() {
     fails_with_message("missing", MISSING_WORDS, &[]);
+}
+
+/// An engine that lacks components refuses one at Create with the reason it declares (the
+/// reason `capabilities` prints), and keeps serving. On an engine that runs components the
+/// probe suites' `p2` tests run them instead.
+#[test]
+fn a_component_is_refused_by_an_engine_without_components() {
+    let engine = e2e::capabilities::engine_of_runtime(&e2e::config().runtime).to_string();
+    let Some(why) = e2e::capabilities::lacks(&engine).get("components").cloned() else {
+        println!("{engine} runs components: the p2 probe tests cover them");
+        return;
+    };
+    let ns = Ns::new("error-component");
+    let (_c, out) = ns.run("probe-p2").rm_id("component");
+    assert!(
+        !out.success(),
+        "{engine} lacks components, yet ran one:\n{out}"
+    );
+    assert!(
+        out.all_text().contains(&why),
+        "the refusal should give the engine's reason {why:?}:\n{out}"
+    );
+    let out = ns.run("hello").rm("after");
+    out.assert_success();
 }

@@ -81,7 +81,12 @@ fn component_layer_module_runs() {
 
 #[test]
 fn component_layer_component_runs_with_args() {
-    if skip_on_1_6("component_layer_component_runs_with_args") {
+    if skip_on_1_6("component_layer_component_runs_with_args")
+        || e2e::capabilities::skip_unless_runtime_has(
+            "components",
+            "oci::component_layer_component_runs_with_args",
+        )
+    {
         return;
     }
     let ns = Ns::new("oci-layer-p2");

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 mod confine;
 mod listen;
 /// Public: `prepare` does not install it yet (see its `install`).
-pub mod net_guard;
+mod net_guard;
 mod watchdog;
 
 pub use watchdog::EXIT_TIME_LIMIT;
@@ -146,6 +146,12 @@ fn prepare<E: Engine>(bundle: &Path) -> anyhow::Result<Prepared> {
     confine::drop_privileges(&config.policy.identity, config.policy.limits.max_open_files)?;
     // Names in the network allowlist resolve in the container's own network.
     config.policy.network.resolve_hosts();
+    // From here on the kernel holds the guest to the network allowlist: all of it for an
+    // engine with no address check of its own, else the closed case (no sockets at all).
+    if !E::CHECKS_SOCKET_ADDRESSES || config.policy.network.is_closed() {
+        let guard = net_guard::install(&config.policy.network, &config.id)?;
+        log::debug!("{}: network guard {:?}", config.id, guard.mode());
+    }
 
     let t1 = Instant::now();
     let instance = match listener {
