@@ -58,6 +58,8 @@ cp "$p2/cri.wasm" "$modules/cri.wasm"
 # The same guest for WasmEdge: its sockets through WasmEdge's own extension.
 cp "$p1/cri.wasm" "$modules/cri-p1.wasm"
 cp "$p2/http_proxy.wasm" "$modules/http-proxy.wasm"
+# The CPU-bound guest of scripts/bench (native vs the engines).
+cp "$p1/cpu.wasm" "$modules/cpu.wasm"
 if [[ "${BUILD_BIG:-0}" == 1 ]]; then
     log "building the big guest (wasm32-wasip1; takes a while the first time)"
     cargo build --release \
@@ -210,6 +212,8 @@ image cri-p1 localhost/test/cri-p1:latest \
     --file "$modules/cri-p1.wasm:/cri.wasm:0755" --entrypoint /cri.wasm
 image http-proxy localhost/test/http-proxy:latest \
     --file "$modules/http-proxy.wasm:/http-proxy.wasm:0755" --entrypoint /http-proxy.wasm
+image cpu localhost/test/cpu:latest \
+    --file "$modules/cpu.wasm:/cpu.wasm:0755" --entrypoint /cpu.wasm
 
 log "built:"
 printf '    %s\n' "${built[@]}"
