@@ -136,7 +136,7 @@ fn needs_plugins(
     };
     if !node.enabled {
         bail!(
-            "the module imports `{first}`, which is not WASI preview 1; WasmEdge plugins, which could provide it, are off on this node (set {PLUGINS_ENV}=1 in containerd's environment)"
+            "unknown import: the module imports `{first}`, which is not WASI preview 1; WasmEdge plugins, which could provide it, are off on this node (set {PLUGINS_ENV}=1 in containerd's environment)"
         );
     }
     Ok(true)

@@ -21,8 +21,14 @@ pub fn apply(builder: &mut WasiCtxBuilder, policy: &NetworkPolicy) {
             // Peers of an allowed listener or socket.
             SocketAddrUse::TcpAccept | SocketAddrUse::UdpReceive => true,
         };
+        // The same words as the kernel's network guard under other engines.
         if !allowed {
-            log::info!("network policy refused {usage:?} {addr}");
+            match usage {
+                SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend => {
+                    log::warn!("host not allowed: {addr} ({usage:?})")
+                }
+                _ => log::warn!("listen address not allowed: {addr} ({usage:?})"),
+            }
         }
         Box::pin(async move { allowed })
     });

@@ -666,6 +666,106 @@ fn wasm_pod_serves_http() {
     assert_nothing_left(&cri, &t);
 }
 
+/// Outbound connections obey the pod's allowlist, on every engine (under WasmEdge the kernel
+/// holds its socket extension to it): a guest allowed `127.0.0.1:8080` reaches the pod's own
+/// server there, and is refused the same server through the pod IP (reachable, not allowed),
+/// which the shim log names as `host not allowed: IP:8080`; a guest of a pod with no
+/// allowlist gets no network at all.
+#[test]
+fn wasm_connect_obeys_the_allowlist() {
+    if skip_unless_handler_has("sockets", "wasm_connect_obeys_the_allowlist") {
+        return;
+    }
+    let _g = shared();
+    let cri = cri();
+    let handler = wasm_handler();
+    let mut config = e2e::cri::pod_config("wasm-net");
+    config
+        .annotations
+        .insert("wasm-shim/net-listen".into(), "*:8080".into());
+    config
+        .annotations
+        .insert("wasm-shim/net-connect".into(), "127.0.0.1:8080".into());
+    let pod = Pod::run_with(&cri, config, &handler).expect("RunPodSandbox");
+    let ip = pod.ip().expect("pod IP");
+    let server_id = pod
+        .start(&wasm("server", &["serve", "8080"]))
+        .expect("starting the Wasm server");
+    wait_log(
+        &pod,
+        "server",
+        "stdout",
+        "'listening on 0.0.0.0:8080'",
+        |l| l == "listening on 0.0.0.0:8080",
+    );
+
+    let exited = |id: &str| {
+        let st = cri
+            .wait_container_state(id, ContainerState::ContainerExited, Duration::from_secs(30))
+            .expect("the client exits");
+        st.exit_code
+    };
+    let allowed = pod
+        .start(&wasm("allowed", &["connect", "127.0.0.1:8080"]))
+        .expect("starting the allowed client");
+    assert_eq!(
+        exited(&allowed),
+        0,
+        "{:?}",
+        log_lines(&pod, "allowed", "stderr")
+    );
+    assert!(
+        log_lines(&pod, "allowed", "stdout")
+            .iter()
+            .any(|l| l.starts_with("HTTP/1.0 200")),
+        "the allowed client got no answer: {:?}",
+        log_lines(&pod, "allowed", "stdout")
+    );
+
+    let target = format!("{ip}:8080");
+    let refused = pod
+        .start(&wasm("refused", &["connect", &target]))
+        .expect("starting the refused client");
+    assert_eq!(
+        exited(&refused),
+        3,
+        "{:?}",
+        log_lines(&pod, "refused", "stdout")
+    );
+    let wanted = format!("host not allowed: {target}");
+    let log = e2e::containerd_log().unwrap_or_default();
+    assert!(
+        log.lines().any(|l| l.contains(&wanted)),
+        "the shim log should say {wanted:?}"
+    );
+
+    // No allowlist: no network, not even to a server that answers the pod above.
+    let closed = Pod::run(&cri, "wasm-no-net", &handler).expect("RunPodSandbox");
+    let lonely = closed
+        .start(&wasm("lonely", &["connect", &target]))
+        .expect("starting the client without network");
+    assert_eq!(
+        exited(&lonely),
+        3,
+        "{:?}",
+        log_lines(&closed, "lonely", "stdout")
+    );
+    assert!(
+        log_lines(&closed, "lonely", "stderr")
+            .iter()
+            .any(|l| l.starts_with(&format!("error: connect {target}"))),
+        "{:?}",
+        log_lines(&closed, "lonely", "stderr")
+    );
+
+    let t = trace(&cri, &pod, &[&server_id, &allowed, &refused]);
+    pod.remove().expect("stopping and removing the pod");
+    assert_nothing_left(&cri, &t);
+    let t = trace(&cri, &closed, &[&lonely]);
+    closed.remove().expect("stopping and removing the pod");
+    assert_nothing_left(&cri, &t);
+}
+
 /// A Wasm pod whose annotation `wasm-shim/http-proxy-port` names `port`.
 fn http_proxy_pod<'a>(cri: &'a Cri, name: &str, port: u16) -> Pod<'a> {
     let mut config = e2e::cri::pod_config(name);

@@ -151,6 +151,62 @@ fn ro_mount_is_read_only(probe: Probe) {
         "expected a read-only/permission error on stderr:\n{out}"
     );
 
+    // Deeper down too: a folder opened through the read-only mount can neither make, remove
+    // nor rename entries. (An engine's own read-only rights may stop at the preopen itself;
+    // the mount is read-only in the kernel, so these fail whatever the engine lets through.)
+    let sub = host.path().join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(sub.join("keep.txt"), "kept").unwrap();
+    for (label, args) in [
+        (
+            "ro-sub-write",
+            ["/probe.wasm", "write", "/ro/sub/new.txt", "nope"].as_slice(),
+        ),
+        (
+            "ro-sub-mkdir",
+            ["/probe.wasm", "mkdir", "/ro/sub/newdir"].as_slice(),
+        ),
+        (
+            "ro-sub-rm",
+            ["/probe.wasm", "rm", "/ro/sub/keep.txt"].as_slice(),
+        ),
+        (
+            "ro-sub-rename",
+            [
+                "/probe.wasm",
+                "rename",
+                "/ro/sub/keep.txt",
+                "/ro/sub/moved.txt",
+            ]
+            .as_slice(),
+        ),
+    ] {
+        let out = ns
+            .run(probe.image())
+            .bind(host.path(), "/ro", true)
+            .args(args.iter().copied())
+            .rm(label);
+        probe.assert_code(&out, 3);
+        assert!(
+            is_denied_error(&out.stderr),
+            "{label}: expected a read-only/permission error on stderr:\n{out}"
+        );
+        let mut names: Vec<String> = std::fs::read_dir(&sub)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["keep.txt"],
+            "{label} changed the read-only folder:\n{out}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(sub.join("keep.txt")).unwrap(),
+            "kept"
+        );
+    }
+
     // Both kinds side by side in one container.
     let rw = host_dir("mount-both");
     let out = ns

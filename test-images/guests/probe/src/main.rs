@@ -194,6 +194,18 @@ fn run(args: &[OsString]) -> Outcome {
             println!("filled {path} with {mib} MiB");
             Ok(())
         }
+        "mkdir" => {
+            let path = arg(0)?;
+            std::fs::create_dir(path).map_err(|e| io_fail(3, e))?;
+            println!("made {path}");
+            Ok(())
+        }
+        "rm" => {
+            let path = arg(0)?;
+            std::fs::remove_file(path).map_err(|e| io_fail(3, e))?;
+            println!("removed {path}");
+            Ok(())
+        }
         "rename" => {
             let (from, to) = (arg(0)?, arg(1)?);
             std::fs::rename(from, to).map_err(|e| io_fail(3, e))?;
