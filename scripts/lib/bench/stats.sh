@@ -8,7 +8,7 @@
 # Median: middle value, mean of the two middle ones for an even count.
 # p90: nearest rank, the ceil(0.9 n)-th smallest value.
 bench_stats() {
-    grep -E '^-?[0-9]+(\.[0-9]+)?$' | sort -n | awk '
+    { grep -E '^-?[0-9]+(\.[0-9]+)?$' || true; } | sort -n | awk '
         { v[++n] = $1 }
         END {
             if (n == 0) { print "0 - - - -"; exit }
