@@ -219,6 +219,57 @@ fn ro_mount_is_read_only(probe: Probe) {
     assert_eq!(std::fs::read_to_string(rw.path().join("y")).unwrap(), "ok");
 }
 
+/// A folder opened below a read-only mount, and then written through its own descriptor (not
+/// through the preopen, which is what wasi-libc's path functions use): the WASI rights such a
+/// descriptor inherits may allow it (WasmEdge's read-only preopens pass on create, rename and
+/// remove rights), but the mount is read-only in the kernel, so nothing changes on the host.
+#[test]
+fn ro_mount_holds_for_a_folder_opened_below_it() {
+    let ns = e2e::Ns::new("mount-ro-dirfd");
+    let host = host_dir("mount-ro-dirfd");
+    let sub = host.path().join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(sub.join("keep.txt"), "kept").unwrap();
+    for (label, op, name) in [
+        ("dirfd-mkdir", "mkdirat", "made"),
+        ("dirfd-unlink", "unlinkat", "keep.txt"),
+    ] {
+        let out = ns
+            .run("c-hello")
+            .bind(host.path(), "/ro", true)
+            .args(["/hello.wasm", op, "/ro/sub", name])
+            .rm(label);
+        out.assert_code(3);
+        let err = out.stderr.to_lowercase();
+        assert!(
+            [
+                "read-only file system",
+                "permission denied",
+                "not permitted",
+                "capabilities insufficient"
+            ]
+            .iter()
+            .any(|m| err.contains(m)),
+            "{label}: expected a refusal:\n{out}"
+        );
+        println!(
+            "{label} under {}: {}",
+            e2e::config().runtime,
+            out.stderr.trim()
+        );
+        let mut names: Vec<String> = std::fs::read_dir(&sub)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["keep.txt"],
+            "{label} changed the read-only folder:\n{out}"
+        );
+    }
+}
+
 fn host_files_are_not_visible(probe: Probe) {
     let ns = probe.ns("host-hidden");
     for path in [
