@@ -587,6 +587,31 @@ fn check_restart(cri: &Cri, pod: Pod<'_>, ticker: &str, sidecar: Option<&str>) {
 // Wasm pods: the pause container and the busybox sidecar run natively under
 // the Wasm handler, next to Wasm containers.
 
+/// A Wasm pod whose guests may listen on port 8080, with `annotations` besides. As a
+/// Kubernetes user grants it: pod annotations, which CRI copies into the spec of the pod's
+/// containers because the runtime lists `pod_annotations = ["wasm-shim/*"]`.
+fn listening_pod<'a>(cri: &'a Cri, name: &str, annotations: &[(&str, &str)]) -> Pod<'a> {
+    let mut config = e2e::cri::pod_config(name);
+    config
+        .annotations
+        .insert("wasm-shim/net-listen".into(), "*:8080".into());
+    for (k, v) in annotations {
+        config.annotations.insert(k.to_string(), v.to_string());
+    }
+    Pod::run_with(cri, config, &wasm_handler()).expect("RunPodSandbox")
+}
+
+/// Waits until the pod's `server` container (the guest's `serve 8080`) listens.
+fn wait_listening(pod: &Pod<'_>) {
+    wait_log(
+        pod,
+        "server",
+        "stdout",
+        "'listening on 0.0.0.0:8080'",
+        |l| l == "listening on 0.0.0.0:8080",
+    );
+}
+
 /// The Wasm HTTP server guest answers on the pod IP from the host and on
 /// localhost from the sidecar; its log has the requests; exec into it fails
 /// clearly, exec into the sidecar works.
@@ -597,27 +622,14 @@ fn wasm_pod_serves_http() {
     }
     let _g = shared();
     let cri = cri();
-    let handler = wasm_handler();
-    // As a Kubernetes user grants it: a pod annotation, which CRI copies into the spec of the
-    // pod's containers because the runtime lists `pod_annotations = ["wasm-shim/*"]`.
-    let mut config = e2e::cri::pod_config("wasm-http");
-    config
-        .annotations
-        .insert("wasm-shim/net-listen".into(), "*:8080".into());
-    let pod = Pod::run_with(&cri, config, &handler).expect("RunPodSandbox");
+    let pod = listening_pod(&cri, "wasm-http", &[]);
     let ip = pod.ip().expect("pod IP");
     ip_in_subnet(&ip);
     let greeting = format!("from-{}", pod.id.get(..12).unwrap_or(&pod.id));
     let server = with_env(wasm("server", &["serve", "8080"]), "GREETING", &greeting);
     let server_id = pod.start(&server).expect("starting the Wasm server");
     let side_id = pod.start(&sidecar()).expect("starting the sidecar");
-    wait_log(
-        &pod,
-        "server",
-        "stdout",
-        "'listening on 0.0.0.0:8080'",
-        |l| l == "listening on 0.0.0.0:8080",
-    );
+    wait_listening(&pod);
 
     let (head, body) = http_get(&format!("{ip}:8080"), "/from-host", Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("GET from the host: {e}"));
@@ -679,25 +691,16 @@ fn wasm_connect_obeys_the_allowlist() {
     let _g = shared();
     let cri = cri();
     let handler = wasm_handler();
-    let mut config = e2e::cri::pod_config("wasm-net");
-    config
-        .annotations
-        .insert("wasm-shim/net-listen".into(), "*:8080".into());
-    config
-        .annotations
-        .insert("wasm-shim/net-connect".into(), "127.0.0.1:8080".into());
-    let pod = Pod::run_with(&cri, config, &handler).expect("RunPodSandbox");
+    let pod = listening_pod(
+        &cri,
+        "wasm-net",
+        &[("wasm-shim/net-connect", "127.0.0.1:8080")],
+    );
     let ip = pod.ip().expect("pod IP");
     let server_id = pod
         .start(&wasm("server", &["serve", "8080"]))
         .expect("starting the Wasm server");
-    wait_log(
-        &pod,
-        "server",
-        "stdout",
-        "'listening on 0.0.0.0:8080'",
-        |l| l == "listening on 0.0.0.0:8080",
-    );
+    wait_listening(&pod);
 
     let exited = |id: &str| {
         let st = cri

@@ -191,16 +191,7 @@ fn ro_mount_is_read_only(probe: Probe) {
             is_denied_error(&out.stderr),
             "{label}: expected a read-only/permission error on stderr:\n{out}"
         );
-        let mut names: Vec<String> = std::fs::read_dir(&sub)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        assert_eq!(
-            names,
-            ["keep.txt"],
-            "{label} changed the read-only folder:\n{out}"
-        );
+        assert_only_keep_txt(&sub, label, &out);
         assert_eq!(
             std::fs::read_to_string(sub.join("keep.txt")).unwrap(),
             "kept"
@@ -257,17 +248,23 @@ fn ro_mount_holds_for_a_folder_opened_below_it() {
             e2e::config().runtime,
             out.stderr.trim()
         );
-        let mut names: Vec<String> = std::fs::read_dir(&sub)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        assert_eq!(
-            names,
-            ["keep.txt"],
-            "{label} changed the read-only folder:\n{out}"
-        );
+        assert_only_keep_txt(&sub, label, &out);
     }
+}
+
+/// Fails unless the read-only folder `sub` still holds `keep.txt` alone after `label`.
+#[track_caller]
+fn assert_only_keep_txt(sub: &std::path::Path, label: &str, out: &e2e::Output) {
+    let mut names: Vec<String> = std::fs::read_dir(sub)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["keep.txt"],
+        "{label} changed the read-only folder:\n{out}"
+    );
 }
 
 fn host_files_are_not_visible(probe: Probe) {
