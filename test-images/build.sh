@@ -10,7 +10,7 @@
 #   *.tar            OCI image-layout tarballs, one per image (see below), among
 #                    them Wasm OCI images whose module is a layer of its own
 #
-# Needs: rustup targets wasm32-wasip1 and wasm32-wasip2; clang, lld, wasi-libc
+# Needs: libwasmedge's wasmedge CLI (scripts/install-deps); rustup targets wasm32-wasip1 and wasm32-wasip2; clang, lld, wasi-libc
 # and libclang-rt-dev-wasm32 (Debian) for the C guest; busybox-static for the
 # busybox image. Environment overrides:
 #   WASI_SYSROOT   sysroot for the C guest (default: /usr/share/wasi-sysroot
@@ -107,6 +107,24 @@ else
     log "pause is up to date"
 fi
 
+# --- A module compiled elsewhere ----------------------------------------------
+# hello.wasm as WasmEdge's own compiler ships it (universal Wasm: the module plus native code
+# in a `wasmedge` custom section), as an image may bring it. The shims must never run that
+# native code: the node compiles its own (crates/e2e/tests/precompile.rs).
+ROOT="$root"
+# shellcheck source=scripts/lib/libwasmedge.sh
+source "$root/scripts/lib/libwasmedge.sh"
+wasmedge_prefix="$(lwe_find)" ||
+    die "no libwasmedge (with its wasmedge CLI) found: run scripts/install-deps"
+universal="$build/hello-universal.wasm"
+if [[ ! -s "$universal" || "$modules/hello.wasm" -nt "$universal" ]]; then
+    log "compiling hello.wasm with $wasmedge_prefix/bin/wasmedge compile"
+    "$wasmedge_prefix/bin/wasmedge" compile "$modules/hello.wasm" "$universal.tmp" >/dev/null ||
+        die "wasmedge compile failed"
+    mv "$universal.tmp" "$universal"
+fi
+cp "$universal" "$modules/hello-universal.wasm"
+
 # --- Bad modules -------------------------------------------------------------
 # A valid header followed by bytes that are no section; no header at all; nothing.
 printf '\0asm\1\0\0\0\377\377\377\377garbage after a valid header\n' >"$modules/malformed.wasm"
@@ -163,6 +181,8 @@ for variant in p1 p2; do
         --dir /app:0755 --file "$data:/app/data.txt:0644" \
         --env PROBE_IMAGE_ENV=from-image --entrypoint /probe.wasm
 done
+image hello-universal localhost/test/hello-universal:latest \
+    --file "$modules/hello-universal.wasm:/hello.wasm:0755" --entrypoint /hello.wasm
 image c-hello localhost/test/c-hello:latest \
     --file "$modules/c-hello.wasm:/hello.wasm:0755" --entrypoint /hello.wasm
 image c-greet localhost/test/c-greet:latest \

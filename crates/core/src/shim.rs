@@ -34,7 +34,11 @@ pub fn main<E: Engine>(runtime_id: &str) {
             shim_log::init_fifo_logger(node.log_level);
             instance::run::<E>(Path::new(&args[2]))
         }
-        Some(compile::SUBCOMMAND) => compile_artifact::<E>(&args[2..]),
+        Some(compile::SUBCOMMAND) => {
+            // The shim's log, as for an instance: what the engine says while compiling.
+            shim_log::init_fifo_logger(node.log_level);
+            compile_artifact::<E>(&args[2..])
+        }
         Some(native::SUBCOMMAND) => {
             shim_log::init_fifo_logger(node.log_level);
             native::helper_main(&args[2..])

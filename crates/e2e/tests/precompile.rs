@@ -134,3 +134,36 @@ fn what_cannot_be_compiled_is_named_and_the_rest_still_is() {
         "compiled",
     );
 }
+
+/// A module that arrives already compiled by `wasmedge compile` (universal Wasm: native code in
+/// a `wasmedge` custom section) runs, but its native code is never used: its first start
+/// compiles the module on this node (a fresh digest, so no earlier run cached it), and under
+/// WasmEdge, which would run such a section, the shim log says it was cut out first.
+#[test]
+fn native_code_that_comes_with_a_module_is_never_used() {
+    let ns = Ns::new("precompile-universal");
+    let wasm = with_nonce(module("hello-universal.wasm"), &nonce());
+    let digest = layout::sha256_digest(&wasm);
+    let mut layer = Layer::new();
+    layer.add_file("/hello.wasm", wasm, 0o755).unwrap();
+    let exec = ExecConfig {
+        entrypoint: vec!["/hello.wasm".into()],
+        ..Default::default()
+    };
+    let image =
+        layout::compat_image(&layer, &exec, Platform::default(), "1970-01-01T00:00:00Z").unwrap();
+    let name = "localhost/test/precompile-universal:latest";
+    import(&ns, &image, name);
+
+    let (c, out) = ns.run(name).present().rm_id("universal");
+    out.assert_success();
+    assert_eq!(out.stdout, "hello from wasm\n", "{out}");
+    assert_eq!(cache_outcome(&c.id, &digest), "compiled");
+    if e2e::capabilities::engine_of_runtime(&e2e::config().runtime) == "wasmedge" {
+        let log = e2e::containerd_log().unwrap_or_default();
+        assert!(
+            log.contains("ignoring 1 native code section(s) that came with the module"),
+            "the WasmEdge shim should say it cut the shipped native code out"
+        );
+    }
+}
