@@ -5,8 +5,6 @@
 use std::net::TcpListener;
 use std::path::Path;
 
-use serde::Serialize;
-
 use crate::policy::SandboxPolicy;
 use crate::source::ModuleKind;
 
@@ -57,8 +55,7 @@ pub trait PreparedInstance {
 /// runs. An engine declares what it lacks ([`Engine::LACKS`]) and refuses such a container at
 /// Create with a clear error; `containerd-shim-<engine>-v1 capabilities` prints the list, so
 /// that tooling (and the end-to-end suites) can tell "cannot" from "broken".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capability {
     /// WASI preview 2 components (`wasi:cli/command`).
     Components,
@@ -74,6 +71,15 @@ impl Capability {
         Capability::WasiHttp,
         Capability::Sockets,
     ];
+
+    /// The name `capabilities` prints and the e2e suites ask for.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Components => "components",
+            Capability::WasiHttp => "wasi-http",
+            Capability::Sockets => "sockets",
+        }
+    }
 }
 
 pub trait Engine: Sized + 'static {

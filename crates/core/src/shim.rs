@@ -71,22 +71,16 @@ pub fn main<E: Engine>(runtime_id: &str) {
 /// What the engine offers, as JSON: `{"engine": NAME, "capabilities": {CAP: true|false},
 /// "lacks": {CAP: REASON}}`.
 fn capabilities<E: Engine>() -> serde_json::Value {
-    let lacks = |c: Capability| E::LACKS.iter().find(|(l, _)| *l == c).map(|(_, why)| *why);
-    let name = |c: Capability| {
-        serde_json::to_value(c)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
-    };
+    let has = |c: Capability| !E::LACKS.iter().any(|(l, _)| *l == c);
     serde_json::json!({
         "engine": E::NAME,
         "capabilities": Capability::ALL
             .iter()
-            .map(|&c| (name(c), lacks(c).is_none().into()))
+            .map(|&c| (c.name().to_string(), has(c).into()))
             .collect::<serde_json::Map<_, _>>(),
         "lacks": E::LACKS
             .iter()
-            .map(|&(c, why)| (name(c), why.into()))
+            .map(|&(c, why)| (c.name().to_string(), why.into()))
             .collect::<serde_json::Map<_, _>>(),
     })
 }

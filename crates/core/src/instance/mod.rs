@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 
 mod confine;
 mod listen;
-/// Public: `prepare` does not install it yet (see its `install`).
 mod net_guard;
 mod watchdog;
 
