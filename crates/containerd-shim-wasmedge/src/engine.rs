@@ -91,17 +91,15 @@ impl Engine for WasmEdgeEngine {
             .prefix("wasmedge-aot.")
             .tempdir()
             .context("creating a folder for the compiler's output")?;
-        // Named `.so` by the SDK whatever the format; the content is universal Wasm.
         // Native code that came with the module is never used (see `native_section`).
         let (wasm, cut) = crate::native_section::strip(wasm)?;
         if cut > 0 {
             log::info!("ignoring {cut} native code section(s) that came with the module: this node compiles its own");
         }
+        // Named `.so` by the SDK whatever the format; the content is universal Wasm.
         let out = compiler
             .compile_from_bytes(&wasm, "module", dir.path())
-            .map_err(|e| {
-                anyhow::anyhow!("AOT compile failed: {e}{}", crate::engine_log::reasons())
-            })?;
+            .map_err(|e| crate::engine_log::error("AOT compile failed", e))?;
         std::fs::read(&out).with_context(|| format!("reading {}", out.display()))
     }
 

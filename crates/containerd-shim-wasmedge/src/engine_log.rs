@@ -87,6 +87,12 @@ pub fn reasons() -> String {
     }
 }
 
+/// `WHAT: E`, with the errors WasmEdge logged meanwhile: its C API's error codes alone say
+/// little (e.g. which import is unknown, why the compiler gave up).
+pub fn error(what: impl std::fmt::Display, e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{what}: {e}{}", reasons())
+}
+
 /// Whether WasmEdge refused a `memory.grow` at the page limit in this process.
 pub fn memory_limit_hit() -> bool {
     MEMORY_LIMIT_HIT.load(Ordering::SeqCst)

@@ -69,11 +69,7 @@ pub fn load(artifact: &Path) -> Result<Loaded> {
     // From memory: universal Wasm loads from bytes (see `engine`), and the SDK's `from_file`
     // would refuse the cache's `.bin` name. Maps the native code (AOT run mode) and validates.
     let module = Module::from_bytes(Some(&crate::engine::load_config()?), &bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "failed to load module {}: {e}{}",
-            artifact.display(),
-            crate::engine_log::reasons()
-        )
+        crate::engine_log::error(format!("failed to load module {}", artifact.display()), e)
     })?;
     // The node's plugin settings, read now: instantiation may come after the instance process
     // has given up the rights to read them (see `plugins`). Only needed for plugin imports.
@@ -180,20 +176,11 @@ impl LoadedArtifact for Loaded {
 
         let store = Store::new(Some(&config), registered).context("creating the WasmEdge store")?;
         let mut vm = Vm::new(store);
-        vm.register_module(None, module).map_err(|e| {
-            anyhow::anyhow!(
-                "instantiating the module: {e}{}",
-                crate::engine_log::reasons()
-            )
-        })?;
+        vm.register_module(None, module)
+            .map_err(|e| crate::engine_log::error("instantiating the module", e))?;
         if initialize {
             vm.run_func(None, "_initialize", Vec::<WasmValue>::new())
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "running the module's _initialize: {e}{}",
-                        crate::engine_log::reasons()
-                    )
-                })?;
+                .map_err(|e| crate::engine_log::error("running the module's _initialize", e))?;
         }
         Ok(Box::new(Prepared {
             vm,
