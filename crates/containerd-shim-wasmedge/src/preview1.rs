@@ -223,8 +223,12 @@ impl PreparedInstance for Prepared {
             // A trap after WasmEdge refused `memory.grow` at the page limit: the guest ran out
             // of its memory budget (a Rust guest aborts on a failed allocation).
             Err(e) if crate::engine_log::memory_limit_hit() => GuestExit::MemoryLimit(format!(
-                "wasm trap: {e} (running {})\nmemory limit reached: WasmEdge refused to grow linear memory past the container's limit of {} pages",
-                self.entry, self.memory_pages
+                "wasm trap: {e} (running {})\n{}",
+                self.entry,
+                wasm_shim_core::engine::out_of_memory(
+                    self.memory_pages,
+                    "; WasmEdge refused to grow linear memory past it"
+                )
             )),
             Err(e) => GuestExit::Trapped(format!(
                 "wasm trap: {e} (running {}){}",

@@ -41,10 +41,13 @@ impl GuestLimiter {
     /// Why the guest may have failed, if the limit was hit.
     pub fn explain(&self) -> Option<String> {
         let (wanted, budget) = (self.refused?, self.budget?);
-        Some(format!(
-            "memory limit reached: the guest asked for {} MiB of linear memory, its limit leaves {} MiB",
-            wanted.div_ceil(1 << 20),
-            budget >> 20
+        let pages = budget as u64 / wasm_shim_core::policy::WASM_PAGE;
+        Some(wasm_shim_core::engine::out_of_memory(
+            pages,
+            &format!(
+                "; the guest asked for {} MiB of linear memory and tables",
+                wanted.div_ceil(1 << 20)
+            ),
         ))
     }
 }
@@ -88,7 +91,12 @@ mod tests {
         assert!(l.grow(0, 4 << 20));
         assert!(l.grow(0, 4 << 20), "a second memory");
         assert!(!l.grow(4 << 20, 8 << 20), "would make 12 MiB");
-        assert!(l.explain().unwrap().contains("12 MiB"));
+        let why = l.explain().unwrap();
+        assert!(
+            why.starts_with("out of memory: memory page limit of 160 pages (10 MiB)"),
+            "{why}"
+        );
+        assert!(why.contains("asked for 12 MiB"), "{why}");
         assert!(l.grow(4 << 20, 6 << 20), "exactly 10 MiB");
     }
 

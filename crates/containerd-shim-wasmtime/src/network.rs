@@ -1,6 +1,7 @@
 //! The policy's network allowlist applied to WASI sockets (preview 2). Closed by default:
 //! with no rules TCP and UDP are off entirely.
 
+use wasm_shim_core::instance::{notice, request_cap};
 use wasm_shim_core::policy::NetworkPolicy;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::WasiCtxBuilder;
@@ -22,14 +23,19 @@ pub fn apply(builder: &mut WasiCtxBuilder, policy: &NetworkPolicy) {
             SocketAddrUse::TcpAccept | SocketAddrUse::UdpReceive => true,
         };
         // The same words as the kernel's network guard under other engines.
-        if !allowed {
-            match usage {
-                SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend => {
-                    log::warn!("host not allowed: {addr} ({usage:?})")
-                }
-                _ => log::warn!("listen address not allowed: {addr} ({usage:?})"),
+        let allowed = match (allowed, usage) {
+            (false, SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend) => {
+                notice::refused(&format!("host not allowed: {addr}"));
+                false
             }
-        }
+            (false, _) => {
+                notice::refused(&format!("listen address not allowed: {addr}"));
+                false
+            }
+            // A connection is a request; a datagram is not.
+            (true, SocketAddrUse::TcpConnect) => request_cap::claim(),
+            (true, _) => true,
+        };
         Box::pin(async move { allowed })
     });
 }

@@ -8,14 +8,19 @@ use oci_spec::runtime::Spec;
 use crate::error::{Error, Result};
 
 pub fn load_spec(bundle: &Path) -> Result<Spec> {
-    let path = bundle.join("config.json");
-    let bytes = std::fs::read(&path).map_err(|e| Error::Bundle {
+    load_spec_file(&bundle.join("config.json"))
+}
+
+/// A spec file, wherever it is (the `policy` command reads one outside a bundle too).
+pub fn load_spec_file(path: &Path) -> Result<Spec> {
+    let bundle = path.parent().unwrap_or(path);
+    let bytes = std::fs::read(path).map_err(|e| Error::Bundle {
         path: bundle.to_path_buf(),
-        reason: format!("reading config.json: {e}"),
+        reason: format!("reading {}: {e}", path.display()),
     })?;
     serde_json::from_slice(&bytes).map_err(|e| Error::Bundle {
         path: bundle.to_path_buf(),
-        reason: format!("config.json is not an OCI runtime spec: {e}"),
+        reason: format!("{} is not an OCI runtime spec: {e}", path.display()),
     })
 }
 

@@ -17,6 +17,11 @@ pub const MEMORY_LIMIT_ENV: &str = "WASM_SHIM_MEMORY_LIMIT";
 pub const DEFAULT_MEMORY_LIMIT: u64 = 1 << 30;
 /// Wall-time limit in milliseconds for containers without the annotation (unset: none).
 pub const TIME_LIMIT_ENV: &str = "WASM_SHIM_TIME_LIMIT_MS";
+/// Folder of the node's sandbox profiles (`<name>.toml`).
+pub const PROFILE_DIR_ENV: &str = "WASM_SHIM_PROFILE_DIR";
+pub const DEFAULT_PROFILE_DIR: &str = "/etc/containerd-shim-wasm/profiles";
+/// Profile of containers whose runtime class names none (unset: no profile).
+pub const DEFAULT_PROFILE_ENV: &str = "WASM_SHIM_DEFAULT_PROFILE";
 /// Memory of a container's limit kept for the runtime itself (engine, WASI, stacks); the
 /// guest's linear memory gets the rest.
 pub const RUNTIME_ALLOWANCE: u64 = 8 << 20;
@@ -35,6 +40,8 @@ pub struct NodeConfig {
     pub runtime_allowance: u64,
     pub scratch_size: u64,
     pub max_open_files: u64,
+    pub profile_dir: PathBuf,
+    pub default_profile: Option<String>,
     /// The node settings instance processes see (see `keep_for_instances`).
     pub instance_env: Vec<(String, String)>,
 }
@@ -62,6 +69,14 @@ impl NodeConfig {
             runtime_allowance: RUNTIME_ALLOWANCE,
             scratch_size: DEFAULT_SCRATCH_SIZE,
             max_open_files: MAX_OPEN_FILES,
+            profile_dir: std::env::var_os(PROFILE_DIR_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PROFILE_DIR)),
+            default_profile: std::env::var(DEFAULT_PROFILE_ENV)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| v.trim().to_string()),
             instance_env: Vec::new(),
         }
     }
@@ -89,6 +104,8 @@ impl NodeConfig {
             runtime_allowance: RUNTIME_ALLOWANCE,
             scratch_size: DEFAULT_SCRATCH_SIZE,
             max_open_files: MAX_OPEN_FILES,
+            profile_dir: PathBuf::from(DEFAULT_PROFILE_DIR),
+            default_profile: None,
             instance_env: Vec::new(),
         }
     }

@@ -20,6 +20,15 @@ pub enum GuestExit {
     MemoryLimit(String),
 }
 
+/// The words of a guest stopped at its memory limit, the same under every engine:
+/// `out of memory: memory page limit of N pages (M MiB) reached`, then the engine's detail.
+pub fn out_of_memory(limit_pages: u64, detail: &str) -> String {
+    format!(
+        "out of memory: memory page limit of {limit_pages} pages ({} MiB) reached{detail}",
+        limit_pages * crate::policy::WASM_PAGE >> 20
+    )
+}
+
 /// A compiled artifact mapped into the instance process, not yet instantiated.
 pub trait LoadedArtifact {
     /// Instantiate under the policy (preopens, env, args, limits, network), ready to run.

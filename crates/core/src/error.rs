@@ -45,6 +45,15 @@ pub enum Error {
     #[error("native container: {context}: {reason}")]
     Native { context: String, reason: String },
 
+    /// A sandbox profile file is missing or malformed; the reason names the key.
+    #[error("sandbox profile {file}: {reason}")]
+    Profile { file: PathBuf, reason: String },
+
+    /// The container asks for more than its sandbox profile grants. The message starts with
+    /// the words operators search for (`permission denied: ...`, `host not allowed: ...`).
+    #[error("{0}")]
+    Denied(String),
+
     /// The request is valid but this shim does not support it (answered `UNIMPLEMENTED`).
     #[error("{0}")]
     Unsupported(String),

@@ -13,6 +13,7 @@
 //! all an engine implements; [`shim`] is the binary's entry point.
 
 pub mod artifact;
+pub mod audit;
 pub mod bundle;
 pub mod config;
 pub mod engine;
@@ -23,6 +24,7 @@ pub mod instance;
 pub mod placement;
 pub mod policy;
 pub mod precompile;
+pub mod runtime_options;
 pub mod shim;
 mod shim_log;
 pub mod source;

@@ -1,6 +1,7 @@
 //! The shim binary: containerd's `start` / `delete` actions and the ttrpc server, plus the
 //! subcommands the server runs itself as (`instance`, `compile-artifact`) and the node
-//! precompile command (`compile`).
+//! commands `compile` (fill the node cache), `policy` (print a container's sandbox) and
+//! `capabilities`.
 
 use std::io::Read;
 use std::marker::PhantomData;
@@ -18,7 +19,7 @@ use crate::config::NodeConfig;
 use crate::engine::{Capability, Engine};
 use crate::image_layers::Containerd;
 use crate::task::{compile, native, Compiler, TaskService};
-use crate::{instance, precompile, shim_log};
+use crate::{audit, instance, precompile, shim_log};
 
 /// CRI groups a pod's containers under one shim with this annotation.
 const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
@@ -44,6 +45,7 @@ pub fn main<E: Engine>(runtime_id: &str) {
             native::helper_main(&args[2..])
         }
         Some(precompile::SUBCOMMAND) => precompile::main::<E>(&node, &args[2..]),
+        Some(audit::SUBCOMMAND) => audit::main(&node, &args[2..]),
         Some("--version") | Some("version") => {
             println!("{} {} ({})", runtime_id, env!("CARGO_PKG_VERSION"), E::NAME);
             0

@@ -328,6 +328,9 @@ mod tests {
             network: NetworkPolicy::default(),
             http_serve: None,
             identity: Identity::default(),
+            profile: None,
+            withheld_env: Vec::new(),
+            provenance: Default::default(),
         }
     }
 

@@ -73,7 +73,13 @@ fn endless_loop_stops_at_time_limit(probe: Probe) {
         .rm("loop");
     let took = t0.elapsed();
     probe.assert_code(&out, 124);
-    assert!(mentions(&out, "time limit of 500 ms exceeded"), "{out}");
+    assert!(
+        mentions(
+            &out,
+            "time limit exceeded: the wasm guest was stopped at its limit of 500 ms"
+        ),
+        "{out}"
+    );
     assert!(took < Duration::from_secs(5), "took {took:?}:\n{out}");
     still_serving(&ns);
 }

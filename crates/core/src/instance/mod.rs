@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 mod confine;
 mod listen;
 mod net_guard;
+pub mod notice;
+pub mod request_cap;
 mod watchdog;
 
 pub use watchdog::EXIT_TIME_LIMIT;
@@ -72,6 +74,7 @@ pub fn run<E: Engine>(bundle: &Path) -> i32 {
         id: config_id,
         instance: prepared,
         time_limit,
+        withheld_env,
         _pinned,
     } = prepared;
     log::info!(
@@ -87,6 +90,10 @@ pub fn run<E: Engine>(bundle: &Path) -> i32 {
         return 0;
     }
     drop(start);
+    // Said when the guest starts, so that the container's log (from Start on) has it.
+    for name in &withheld_env {
+        notice::refused(&format!("env var not allowed: {name}"));
+    }
     if let Some(limit) = time_limit {
         watchdog::arm(config_id.clone(), limit);
     }
@@ -114,6 +121,7 @@ struct Prepared {
     id: String,
     instance: Box<dyn crate::engine::PreparedInstance>,
     time_limit: Option<std::time::Duration>,
+    withheld_env: Vec<String>,
     /// The preopened folders, held open for the guest's whole life.
     _pinned: Vec<std::os::fd::OwnedFd>,
 }
@@ -125,6 +133,8 @@ fn prepare<E: Engine>(bundle: &Path) -> anyhow::Result<Prepared> {
         &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
     )
     .with_context(|| format!("parsing {}", path.display()))?;
+    notice::set_container(&config.id);
+    request_cap::set(config.policy.network.request_cap);
     // First, so the kernel charges everything the engine does to the container.
     let t_enter = Instant::now();
     config
@@ -176,6 +186,7 @@ fn prepare<E: Engine>(bundle: &Path) -> anyhow::Result<Prepared> {
         id: config.id,
         instance,
         time_limit: config.policy.limits.time_limit,
+        withheld_env: config.policy.withheld_env,
         _pinned: pinned,
     })
 }

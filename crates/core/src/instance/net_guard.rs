@@ -491,10 +491,15 @@ impl Supervisor {
     fn check_connect(&self, peer: &Peer, send: bool) -> Verdict {
         match peer {
             Peer::Ip(to) => {
-                if self.policy.allows_connect(*to) || self.is_resolver(*to) {
+                if self.is_resolver(*to) {
+                    Verdict::Continue
+                } else if !self.policy.allows_connect(*to) {
+                    super::notice::refused_in(&self.id, &format!("host not allowed: {to}"));
+                    Verdict::Fail(libc::EACCES)
+                } else if send || super::request_cap::claim() {
+                    // A datagram is not a request; a connection (TCP, or UDP's) is.
                     Verdict::Continue
                 } else {
-                    log::warn!("{}: host not allowed: {to}", self.id);
                     Verdict::Fail(libc::EACCES)
                 }
             }
@@ -544,7 +549,7 @@ impl Supervisor {
         if self.policy.allows_bind(at) {
             Verdict::Continue
         } else {
-            log::warn!("{}: listen address not allowed: {at}", self.id);
+            super::notice::refused_in(&self.id, &format!("listen address not allowed: {at}"));
             Verdict::Fail(libc::EACCES)
         }
     }
@@ -568,7 +573,7 @@ impl Supervisor {
         match parse_sockaddr(&storage[..len]) {
             Peer::Ip(at) if self.policy.allows_listen(at) => Verdict::Continue,
             Peer::Ip(at) => {
-                log::warn!("{}: listen address not allowed: {at}", self.id);
+                super::notice::refused_in(&self.id, &format!("listen address not allowed: {at}"));
                 Verdict::Fail(libc::EACCES)
             }
             Peer::Netlink => Verdict::Continue,

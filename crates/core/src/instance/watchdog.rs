@@ -12,7 +12,7 @@ pub fn arm(id: String, limit: Duration) {
         .spawn(move || {
             std::thread::sleep(limit);
             let message = format!(
-                "wasm guest stopped: time limit of {} ms exceeded\n",
+                "time limit exceeded: the wasm guest was stopped at its limit of {} ms\n",
                 limit.as_millis()
             );
             log::warn!("{id}: {}", message.trim_end());

@@ -14,6 +14,10 @@ pub const NET_LOOKUP: &str = "wasm-shim/net-lookup";
 /// guest); no other network capability is.
 pub const HTTP_PROXY_PORT: &str = "wasm-shim/http-proxy-port";
 
+/// A sandbox profile of the node, by name: only one at least as strict as the runtime
+/// class's (or the node default's) is accepted.
+pub const PROFILE: &str = "wasm-shim/profile";
+
 /// Every annotation above, so that a misspelt one is an error rather than silently ignored.
 pub const ALL: &[&str] = &[
     TIME_LIMIT_MS,
@@ -21,6 +25,7 @@ pub const ALL: &[&str] = &[
     NET_LISTEN,
     NET_LOOKUP,
     HTTP_PROXY_PORT,
+    PROFILE,
 ];
 /// The prefix the annotations above share.
 pub const PREFIX: &str = "wasm-shim/";

@@ -10,9 +10,10 @@ mod fs;
 mod identity;
 mod limits;
 pub mod network;
+pub mod profile;
 mod serve;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ pub use fs::{normalize_guest_path, Access, FileBind, Preopen, ScratchDir, Source
 pub use identity::Identity;
 pub use limits::{Limits, WASM_PAGE};
 pub use network::NetworkPolicy;
+pub use profile::{Chosen, Profile};
 pub use serve::HttpServe;
 
 /// The capabilities of one Wasm container.
@@ -48,15 +50,24 @@ pub struct SandboxPolicy {
     /// Serve the module as a `wasi:http/proxy` component instead of running it as a command.
     pub http_serve: Option<HttpServe>,
     pub identity: Identity,
+    /// The sandbox profile the container runs under, and what chose it.
+    pub profile: Option<String>,
+    /// `process.env` names the profile withholds from the guest (said once, at start).
+    pub withheld_env: Vec<String>,
+    /// Where each capability came from (spec, annotation, node default, profile), by
+    /// capability: what `policy` prints.
+    pub provenance: BTreeMap<String, String>,
 }
 
 impl SandboxPolicy {
-    /// The policy of the container whose bundle is at `bundle`. `probe` tells what a bind
-    /// mount's source is on the host (`None`: it does not exist).
+    /// The policy of the container whose bundle is at `bundle`, within `profile` if one
+    /// applies. `probe` tells what a bind mount's source is on the host (`None`: it does not
+    /// exist).
     pub fn from_spec(
         spec: &Spec,
         bundle: &Path,
         node: &NodeConfig,
+        profile: Option<&Chosen>,
         probe: &dyn Fn(&Path) -> Option<SourceKind>,
     ) -> Result<Self> {
         let process = spec
@@ -146,6 +157,7 @@ impl SandboxPolicy {
                     ))
                 }
             },
+            request_cap: None,
         };
 
         let http_serve = annotations
@@ -170,7 +182,7 @@ impl SandboxPolicy {
             no_new_privileges: process.no_new_privileges().unwrap_or(false),
         };
 
-        Ok(SandboxPolicy {
+        let mut policy = SandboxPolicy {
             args,
             env,
             cwd,
@@ -181,7 +193,29 @@ impl SandboxPolicy {
             network,
             http_serve,
             identity,
-        })
+            profile: None,
+            withheld_env: Vec::new(),
+            provenance: provenance(spec, &annotations, node),
+        };
+        if let Some(chosen) = profile {
+            let narrowed = profile::narrow(&chosen.profile, &mut policy, &annotations)?;
+            policy.profile = Some(format!(
+                "{} (chosen by {})",
+                chosen.profile.name, chosen.chosen_by
+            ));
+            policy.withheld_env = narrowed.withheld_env;
+            if !narrowed.withheld_mounts.is_empty() {
+                policy.provenance.insert(
+                    "withheld_mounts".into(),
+                    format!(
+                        "{} (runtime mounts profile {} does not name)",
+                        narrowed.withheld_mounts.join(", "),
+                        chosen.profile.name
+                    ),
+                );
+            }
+        }
+        Ok(policy)
     }
 
     /// Whether the instance needs the container's network: the guest's sockets, or the
@@ -195,6 +229,60 @@ impl SandboxPolicy {
         let arg0 = spec.process().as_ref()?.args().as_ref()?.first()?;
         crate::source::split_entrypoint(arg0).1.map(str::to_string)
     }
+}
+
+/// Where each capability comes from before any profile narrows it.
+fn provenance(
+    spec: &Spec,
+    annotations: &HashMap<String, String>,
+    node: &NodeConfig,
+) -> BTreeMap<String, String> {
+    let has_memory_limit = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .is_some_and(|l| l > 0);
+    let annotation_or = |name: &str, otherwise: &str| {
+        if annotations.contains_key(name) {
+            format!("annotation {name}")
+        } else {
+            otherwise.to_string()
+        }
+    };
+    let memory = if has_memory_limit {
+        "spec linux.resources.memory.limit, less the runtime allowance".to_string()
+    } else if node.default_memory_limit.is_some() {
+        format!("node default ({})", crate::config::MEMORY_LIMIT_ENV)
+    } else {
+        "none".to_string()
+    };
+    let time = if node.default_time_limit.is_some() {
+        format!("node default ({})", crate::config::TIME_LIMIT_ENV)
+    } else {
+        "none".to_string()
+    };
+    [
+        ("memory", memory),
+        (
+            "time_limit",
+            annotation_or(annotations::TIME_LIMIT_MS, &time),
+        ),
+        (
+            "net_connect",
+            annotation_or(annotations::NET_CONNECT, "none (default deny)"),
+        ),
+        (
+            "net_listen",
+            annotation_or(annotations::NET_LISTEN, "none (default deny)"),
+        ),
+        ("env", "spec process.env".to_string()),
+        ("mounts", "spec root and mounts".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 fn parse_env(kv: &str) -> Result<(String, String)> {
@@ -320,7 +408,7 @@ mod tests {
     }
 
     fn policy(s: &Spec) -> Result<SandboxPolicy> {
-        SandboxPolicy::from_spec(s, Path::new("/b"), &node(), &probe)
+        SandboxPolicy::from_spec(s, Path::new("/b"), &node(), None, &probe)
     }
 
     fn field_of(r: Result<SandboxPolicy>) -> String {
@@ -548,8 +636,14 @@ mod tests {
         assert_eq!(p.limits.memory_limit, node().default_memory_limit);
         let mut unlimited = node();
         unlimited.default_memory_limit = None;
-        let p = SandboxPolicy::from_spec(&base(PROCESS, "[]"), Path::new("/b"), &unlimited, &probe)
-            .unwrap();
+        let p = SandboxPolicy::from_spec(
+            &base(PROCESS, "[]"),
+            Path::new("/b"),
+            &unlimited,
+            None,
+            &probe,
+        )
+        .unwrap();
         assert_eq!((p.limits.memory_limit, p.limits.guest_memory), (None, None));
     }
 

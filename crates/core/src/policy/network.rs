@@ -35,6 +35,10 @@ pub struct NetworkPolicy {
     pub connect: Vec<NetRule>,
     pub listen: Vec<NetRule>,
     pub name_lookup: bool,
+    /// Outbound TCP connections and outgoing HTTP requests the container may make over its
+    /// whole life (a sandbox profile's `max_network_requests`); `None`: no cap.
+    #[serde(default)]
+    pub request_cap: Option<u64>,
 }
 
 impl NetworkPolicy {
@@ -90,6 +94,21 @@ impl NetworkPolicy {
 }
 
 impl NetRule {
+    /// Whether every address and port this rule allows is allowed by `outer` too. A host
+    /// name is within the same name or `*` only: what it resolves to is not known yet.
+    pub fn within(&self, outer: &NetRule) -> bool {
+        let ports = outer.ports.first <= self.ports.first && self.ports.last <= outer.ports.last;
+        ports
+            && match (&self.addr, &outer.addr) {
+                (_, AddrPattern::Any) => true,
+                (AddrPattern::Host(a), AddrPattern::Host(b)) => a == b,
+                (AddrPattern::Cidr { net, prefix }, AddrPattern::Cidr { net: o, prefix: op }) => {
+                    prefix >= op && in_cidr(*net, *o, *op)
+                }
+                _ => false,
+            }
+    }
+
     fn matches(&self, to: SocketAddr) -> bool {
         let port_ok = (self.ports.first..=self.ports.last).contains(&to.port());
         port_ok
@@ -98,6 +117,30 @@ impl NetRule {
                 AddrPattern::Cidr { net, prefix } => in_cidr(to.ip(), *net, *prefix),
                 AddrPattern::Host(_) => false,
             }
+    }
+}
+
+impl std::fmt::Display for NetRule {
+    /// As written in an allowlist: `ADDR:PORTS`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.addr {
+            AddrPattern::Any => write!(f, "*")?,
+            AddrPattern::Host(name) => write!(f, "{name}")?,
+            AddrPattern::Cidr { net, prefix } => {
+                let full = if net.is_ipv4() { 32 } else { 128 };
+                match (net, *prefix == full) {
+                    (IpAddr::V4(v4), true) => write!(f, "{v4}")?,
+                    (IpAddr::V6(v6), true) => write!(f, "[{v6}]")?,
+                    (IpAddr::V4(v4), false) => write!(f, "{v4}/{prefix}")?,
+                    (IpAddr::V6(v6), false) => write!(f, "[{v6}]/{prefix}")?,
+                }
+            }
+        }
+        match (self.ports.first, self.ports.last) {
+            (0, u16::MAX) => write!(f, ":*"),
+            (a, b) if a == b => write!(f, ":{a}"),
+            (a, b) => write!(f, ":{a}-{b}"),
+        }
     }
 }
 
@@ -212,6 +255,34 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_is_within_another_when_all_it_allows_is_allowed_there() {
+        let r = |s: &str| parse_rules(s).unwrap().remove(0);
+        assert!(r("10.1.0.0/16:443").within(&r("10.0.0.0/8:443")));
+        assert!(r("10.1.2.3:443").within(&r("10.0.0.0/8:400-500")));
+        assert!(r("api.example.com:443").within(&r("api.example.com:*")));
+        assert!(r("api.example.com:443").within(&r("*:443")));
+        assert!(!r("10.0.0.0/8:443").within(&r("10.1.0.0/16:443")));
+        assert!(!r("10.1.2.3:443-444").within(&r("10.0.0.0/8:443")));
+        assert!(!r("evil.example.com:443").within(&r("api.example.com:443")));
+        assert!(!r("10.1.2.3:443").within(&r("api.example.com:443")));
+        assert!(!r("*:443").within(&r("10.0.0.0/8:443")));
+    }
+
+    #[test]
+    fn rules_print_as_written() {
+        for s in [
+            "*:*",
+            "10.0.0.0/8:443",
+            "1.2.3.4:80-90",
+            "[::1]:8080",
+            "[fd00::]/8:1",
+            "a.b:5",
+        ] {
+            assert_eq!(parse_rules(s).unwrap()[0].to_string(), s);
+        }
+    }
+
+    #[test]
     fn default_policy_denies_everything() {
         let p = NetworkPolicy::default();
         assert!(p.is_closed());
@@ -226,6 +297,7 @@ mod tests {
             connect: parse_rules("10.0.0.0/8:443, [fd00::]/8:8000-8099, 127.0.0.1:*").unwrap(),
             listen: parse_rules("*:8080").unwrap(),
             name_lookup: false,
+            request_cap: None,
         };
         assert!(p.allows_connect(sa("10.1.2.3:443")));
         assert!(!p.allows_connect(sa("10.1.2.3:80")));

@@ -55,6 +55,8 @@ pub struct CreateRequest<'a> {
     pub terminal: bool,
     /// containerd's API, for modules carried as image layers.
     pub containerd: &'a Containerd,
+    /// The sandbox profile that applies, if any.
+    pub profile: Option<&'a crate::policy::Chosen>,
 }
 
 impl Container {
@@ -74,7 +76,8 @@ impl Container {
         }
         let t0 = Instant::now();
         let spec = req.spec;
-        let mut policy = SandboxPolicy::from_spec(spec, req.bundle, node, &probe_source)?;
+        let mut policy =
+            SandboxPolicy::from_spec(spec, req.bundle, node, req.profile, &probe_source)?;
         let entry_function = SandboxPolicy::entry_function(spec);
         let t_policy = t0.elapsed();
 

@@ -38,6 +38,8 @@ use crate::config::NodeConfig;
 use crate::error::Error;
 use crate::image_layers::Containerd;
 use crate::placement::{CgroupPlacement, ContainerCgroup, Placement};
+use crate::policy::profile;
+use crate::runtime_options::RuntimeOptions;
 use crate::source::probe_entrypoint;
 use container::{Container, CreateRequest, Status, REAP_TIMEOUT};
 use native::NativeContainer;
@@ -46,6 +48,7 @@ use stdio::{OutputDrain, StdioPaths};
 
 pub use compile::Compiler;
 pub use rootfs::unmount_all;
+pub use sandbox_fs::probe_source;
 
 #[derive(Clone, Copy)]
 struct Exit {
@@ -266,8 +269,19 @@ impl TaskService {
         let bundle = Path::new(&req.bundle);
         let spec = crate::bundle::load_spec(bundle)?;
         let placement = Placement::from_spec(&spec)?;
+        let options = RuntimeOptions::from_any(req.options.as_ref())?;
+        let annotations = spec.annotations().clone().unwrap_or_default();
+        let profile = profile::choose(&annotations, &options, &self.node)?;
         let rootfs = Rootfs::mount(bundle, &req.rootfs)?;
         if runs_natively(&req.id, &spec, bundle)? {
+            // A profile confines Wasm guests; a native process would escape it. The pod's
+            // pause container (containerd 1.x) is the runtime's own and runs natively.
+            if let Some(chosen) = profile.filter(|_| !is_pod_sandbox(&annotations)) {
+                return Err(Error::Denied(format!(
+                    "permission denied: the entrypoint is a native program, and profile {} runs WebAssembly only",
+                    chosen.profile.name
+                )));
+            }
             let (c, pid) = NativeContainer::create(
                 &req.id,
                 bundle,
@@ -279,6 +293,14 @@ impl TaskService {
             )?;
             return Ok((Backend::Native(c), pid, placement.cgroup));
         }
+        if let Some(chosen) = &profile {
+            log::info!(
+                "{}: sandbox profile {} (chosen by {})",
+                req.id,
+                chosen.profile.name,
+                chosen.chosen_by
+            );
+        }
         let c = Container::create(
             CreateRequest {
                 id: &req.id,
@@ -288,6 +310,7 @@ impl TaskService {
                 stdio,
                 terminal: req.terminal,
                 containerd: &self.containerd,
+                profile: profile.as_ref(),
             },
             rootfs,
             self.compiler()?,
@@ -296,6 +319,13 @@ impl TaskService {
         let pid = c.pid;
         Ok((Backend::Wasm(c), pid, placement.cgroup))
     }
+}
+
+/// The pause container of a CRI pod.
+fn is_pod_sandbox(annotations: &HashMap<String, String>) -> bool {
+    annotations
+        .get("io.kubernetes.cri.container-type")
+        .is_some_and(|t| t == "sandbox")
 }
 
 /// Whether the container's entrypoint, found in its rootfs, is an ELF binary or a `#!`
@@ -453,6 +483,7 @@ impl From<Error> for ttrpc::Error {
                 Code::INTERNAL
             }
             Error::Unsupported(_) => Code::UNIMPLEMENTED,
+            Error::Denied(_) => Code::PERMISSION_DENIED,
             _ => Code::INVALID_ARGUMENT,
         };
         status(code, e.to_string())

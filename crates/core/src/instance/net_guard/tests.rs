@@ -189,6 +189,7 @@ fn policy(connect: &str, listen: &str, name_lookup: bool) -> NetworkPolicy {
         connect: parse_rules(connect).unwrap(),
         listen: parse_rules(listen).unwrap(),
         name_lookup,
+        request_cap: None,
     }
 }
 
