@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Node installer of the containerd Wasm shims: puts the shim binaries on
-# containerd's PATH (and, for WasmEdge, libwasmedge beside them), adds their
-# runtimes to containerd's CRI config (config version 2 for containerd 1.x,
-# version 3 for 2.x) and restarts containerd if the config changed. Running
-# it again changes nothing.
+# containerd's PATH (and, for WasmEdge, libwasmedge beside them), the sandbox
+# profiles in /etc/containerd-shim-wasm/profiles, adds their runtimes to
+# containerd's CRI config (config version 2 for containerd 1.x, version 3 for
+# 2.x) and restarts containerd if the config changed. Running it again
+# changes nothing.
 #
 # Usage: install.sh [OPTIONS]
 #
@@ -19,6 +20,10 @@
 #                          else $WASMEDGE_DIR/lib if WASMEDGE_DIR is set)
 #   --runtimes LIST        comma-separated engines to configure, of wasmtime
 #                          and wasmedge (default: every shim in --bin-src)
+#   --profiles-src DIR     folder holding sandbox profiles, *.toml (default:
+#                          the profiles folder beside this script, if any)
+#   --no-profiles          no profiles: no profile runtimes in the config
+#                          (installed profile files are left in place)
 #   --config FILE          containerd config (default /etc/containerd/config.toml)
 #   --config-version 2|3   version of a config created from nothing (default:
 #                          3 if `containerd --version` says 2.x, else 2)
@@ -59,6 +64,23 @@
 # any runtime, and its CRI plugin then fails to load, so when the config does
 # not define runc the block defines it too (runtime_type io.containerd.runc.v2).
 #
+# Sandbox profiles (a node operator's named WASI policy, read by the shim):
+# each *.toml of --profiles-src is checked (valid TOML, only the keys the
+# shim knows, with their types) before anything is installed, then copied to
+# /etc/containerd-shim-wasm/profiles/ (mode 644; replaced by rename, only when
+# it differs; a profile there that --profiles-src lacks is left alone and gets
+# no runtime). For each engine E and each profile, the config gets a runtime
+# E-SUFFIX like E's own, plus the options containerd sends the shim as
+# runtimeoptions.v1.Options:
+#   [plugins."<cri>".containerd.runtimes.E-SUFFIX.options]
+#     ConfigPath = "/etc/containerd-shim-wasm/profiles/<file>"
+# SUFFIX is the file name without .toml and without a leading "edge-":
+# edge-strict.toml -> wasmtime-strict and wasmedge-strict; gpu.toml ->
+# wasmtime-gpu. A file name must be lower-case letters, digits and '-' (a DNS
+# label, as the RuntimeClass handler E-SUFFIX must be), and two files may not
+# give the same SUFFIX. A changed profile needs no restart: the shim reads it
+# when it creates a container.
+#
 # Exit status: 0 done (changed or not), 1 error, 2 usage, 3 a runtime of the
 # same name is already configured differently outside the block (untouched).
 set -euo pipefail
@@ -73,10 +95,15 @@ usage() {
 }
 
 root=/
-bin_src="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+bin_src="$script_dir"
 bin_dir=/usr/local/bin
 lib_src=""
 runtimes=""
+profiles_src=""
+profiles=1
+# Where the shim looks for profiles (its WASM_SHIM_PROFILE_DIR default).
+PROFILE_DIR=/etc/containerd-shim-wasm/profiles
 config=/etc/containerd/config.toml
 config_version=""
 containerd_bin=""
@@ -85,7 +112,7 @@ restart=1
 
 while (($#)); do
     case "$1" in
-        --root | --bin-src | --bin-dir | --lib-src | --runtimes | --config | --config-version | --containerd | --restart-cmd)
+        --root | --bin-src | --bin-dir | --lib-src | --runtimes | --profiles-src | --config | --config-version | --containerd | --restart-cmd)
             (($# >= 2)) || {
                 log "$1 needs a value"
                 exit 2
@@ -96,6 +123,7 @@ while (($#)); do
                 --bin-dir) bin_dir="$2" ;;
                 --lib-src) lib_src="$2" ;;
                 --runtimes) runtimes="$2" ;;
+                --profiles-src) profiles_src="$2" ;;
                 --config) config="$2" ;;
                 --config-version) config_version="$2" ;;
                 --containerd) containerd_bin="$2" ;;
@@ -105,6 +133,10 @@ while (($#)); do
             ;;
         --no-restart)
             restart=0
+            shift
+            ;;
+        --no-profiles)
+            profiles=0
             shift
             ;;
         -h | --help)
@@ -156,6 +188,162 @@ for e in "${engines[@]}"; do
             ;;
     esac
 done
+
+PYTHON="${PYTHON:-python3}"
+command -v "$PYTHON" >/dev/null || die "$PYTHON not found: the config and the profiles are read with Python 3.11+ (tomllib)"
+
+# The sandbox profiles: found and checked before anything is written.
+# profile_specs: "SUFFIX:FILE" per profile, for the config editor.
+declare -a profile_files=() profile_specs=()
+if ((profiles)); then
+    if [[ -n "$profiles_src" ]]; then
+        [[ -d "$profiles_src" ]] || die "--profiles-src $profiles_src is not a folder"
+    elif [[ -d "$script_dir/profiles" ]]; then
+        profiles_src="$script_dir/profiles"
+    fi
+fi
+if ((profiles)) && [[ -n "$profiles_src" ]]; then
+    # A ConfigMap volume holds links (edge-strict.toml -> ..data/edge-strict.toml):
+    # followed here and when copied.
+    for f in "$profiles_src"/*.toml; do
+        [[ -e "$f" || -L "$f" ]] || continue
+        [[ -f "$f" ]] || die "$f is not a file (a dangling link?)"
+        profile_files+=("$f")
+    done
+    if ((${#profile_files[@]} == 0)); then
+        log "no *.toml in $profiles_src (--profiles-src): no profile runtimes"
+    else
+        specs_out="$("$PYTHON" - "${profile_files[@]}" <<'PY'
+import ipaddress, os, re, sys
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    try:
+        import tomli as tomllib
+    except ImportError:
+        sys.exit("needs Python 3.11+ (tomllib) or the tomli module")
+
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+# The longest runtime name, wasmedge-SUFFIX, must stay a DNS label (63).
+MAX_SUFFIX = 63 - len("wasmedge-")
+
+
+def is_int(v, lo, hi):
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def str_list(v, ok):
+    return isinstance(v, list) and all(isinstance(x, str) and ok(x) for x in v)
+
+
+# As the shim parses them (crates/core/src/policy/profile/parse.rs, policy/network.rs).
+def host_name(s):
+    return len(s) <= 253 and all(
+        l and len(l) <= 63 and not l.startswith("-") and not l.endswith("-") and re.fullmatch(r"[A-Za-z0-9-]+", l)
+        for l in s.split("."))
+
+
+def host_ok(entry):
+    """One ADDR:PORTS, as in wasm-shim/net-connect: ADDR is *, a host name, an IP
+    ([v6] too) or a CIDR; PORTS is *, N or N-M."""
+    entry = entry.strip()
+    addr, sep, ports = entry.rpartition(":")
+    if "," in entry or not sep or not addr:
+        return False
+    if ports != "*":
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", ports)
+        if not m or not int(m[1]) <= int(m[2] or m[1]) <= 65535:
+            return False
+    if addr == "*":
+        return True
+    ip, slash, prefix = addr.partition("/")
+    ip = ip[1:-1] if ip.startswith("[") and ip.endswith("]") else ip
+    try:
+        net = ipaddress.ip_address(ip)
+    except ValueError:
+        return not slash and host_name(addr)
+    return not slash or (prefix.isdigit() and int(prefix) <= net.max_prefixlen)
+
+
+def env_ok(name):
+    """A name, or PREFIX* (a trailing * is the only pattern)."""
+    bare = name[:-1] if name.endswith("*") else name
+    return bool(name) and "*" not in bare and "=" not in bare
+
+
+def guest_path_ok(path):
+    """Absolute, without '..'."""
+    return path.startswith("/") and ".." not in path.split("/")
+
+
+# The keys the shim knows (it refuses any other): key -> (check, what it must be).
+KEYS = {
+    "max_memory_pages": (lambda v: is_int(v, 1, 65536), "an integer, 1 to 65536 (64 KiB pages)"),
+    "execution_timeout_ms": (lambda v: is_int(v, 1, 2**63 - 1), "a positive integer (milliseconds)"),
+    "allowed_hosts": (lambda v: str_list(v, host_ok), 'a list of "ADDR:PORTS" strings (ADDR = host name, IP, CIDR or *; PORTS = N, N-M or *)'),
+    "allowed_listen": (lambda v: isinstance(v, list) and all(is_int(x, 1, 65535) for x in v), "a list of ports, 1 to 65535"),
+    "allowed_env_vars": (lambda v: str_list(v, env_ok), "a list of variable names (a trailing * is a glob)"),
+    "max_network_requests": (lambda v: is_int(v, 0, 2**63 - 1), "an integer, 0 or more"),
+    "allowed_dirs": (None, "an array of tables [[allowed_dirs]]"),
+}
+DIR_KEYS = {
+    "guest_path": (lambda v: isinstance(v, str) and guest_path_ok(v), "an absolute path without '..'"),
+    "readonly": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+errors, by_suffix, specs = [], {}, []
+for path in sys.argv[1:]:
+    name = os.path.basename(path)
+    stem = name[: -len(".toml")]
+    # The naming rule: edge-strict.toml -> strict; any other name stays whole.
+    suffix = stem[len("edge-"):] if stem.startswith("edge-") else stem
+    if not DNS_LABEL.fullmatch(stem) or not DNS_LABEL.fullmatch(suffix) or len(suffix) > MAX_SUFFIX:
+        errors.append(f"{path}: a profile's file name must be lower-case letters, digits and '-' "
+                      f"(a DNS label; at most {MAX_SUFFIX} characters without a leading edge-) and .toml")
+        continue
+    if suffix in by_suffix:
+        errors.append(f"{path} and {by_suffix[suffix]} both give the runtimes <engine>-{suffix}; rename one")
+        continue
+    by_suffix[suffix] = path
+    try:
+        with open(path, "rb") as f:
+            prof = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        errors.append(f"{path} is not valid TOML: {e}")
+        continue
+    for key, value in prof.items():
+        if key not in KEYS:
+            errors.append(f"{path}: unknown key {key!r} (the shim refuses it; known: {', '.join(KEYS)})")
+            continue
+        ok, what = KEYS[key]
+        if key == "allowed_dirs":
+            if not (isinstance(value, list) and all(isinstance(d, dict) for d in value)):
+                errors.append(f"{path}: allowed_dirs must be {what}")
+                continue
+            for i, d in enumerate(value):
+                if "guest_path" not in d:
+                    errors.append(f"{path}: allowed_dirs[{i}] has no guest_path")
+                for k, v in d.items():
+                    if k not in DIR_KEYS:
+                        errors.append(f"{path}: allowed_dirs[{i}]: unknown key {k!r} (known: {', '.join(DIR_KEYS)})")
+                    elif not DIR_KEYS[k][0](v):
+                        errors.append(f"{path}: allowed_dirs[{i}].{k} must be {DIR_KEYS[k][1]}, not {v!r}")
+        elif not ok(value):
+            errors.append(f"{path}: {key} must be {what}, not {value!r}")
+    specs.append(f"{suffix}:{name}")
+
+for e in errors:
+    print(e, file=sys.stderr)
+if errors:
+    sys.exit(1)
+print("\n".join(specs))
+PY
+        )" || die "sandbox profiles of $profiles_src refused; nothing was installed"
+        mapfile -t profile_specs <<<"$specs_out"
+        ((${#profile_specs[@]} == ${#profile_files[@]})) || die "internal: the profile check answered '$specs_out'"
+    fi
+fi
 
 # 0. libwasmedge, for the WasmEdge shim: found and checked before anything is
 #    written, so a node that cannot run it is left untouched.
@@ -354,6 +542,37 @@ for e in "${engines[@]}"; do
     fi
 done
 
+# 2b. The sandbox profiles, before the runtimes that name them: each replaced
+#     by rename (a shim reading it sees the old or the new file, whole), and
+#     only when it differs.
+if ((${#profile_files[@]})); then
+    prof_dest="$(in_root "$PROFILE_DIR")"
+    mkdir -p "$prof_dest"
+    prof_changed=0
+    for src in "${profile_files[@]}"; do
+        n="$(basename "$src")" dest="$prof_dest/$(basename "$src")"
+        if [[ -f "$dest" && ! -L "$dest" ]] && cmp -s "$src" "$dest"; then
+            continue
+        fi
+        tmp="$(mktemp "$prof_dest/.$n.XXXXXX")"
+        cp -L "$src" "$tmp"
+        chmod 0644 "$tmp"
+        mv -f "$tmp" "$dest"
+        log "installed $PROFILE_DIR/$n"
+        prof_changed=1
+    done
+    if ((prof_changed == 0)); then
+        log "$PROFILE_DIR: ${#profile_files[@]} profiles up to date"
+    fi
+    # Not ours to remove: an older release's, or the operator's own.
+    for f in "$prof_dest"/*.toml; do
+        [[ -e "$f" ]] || continue
+        n="$(basename "$f")"
+        [[ -e "$profiles_src/$n" ]] ||
+            log "$PROFILE_DIR/$n is not in $profiles_src: left in place, without runtimes"
+    done
+fi
+
 # 3. The config.
 config_path="$(in_root "$config")"
 if [[ -z "$config_version" && ! -s "$config_path" ]]; then
@@ -378,10 +597,10 @@ if [[ -z "$config_version" && ! -s "$config_path" ]]; then
     log "containerd $ver: a new config gets version $config_version"
 fi
 
-PYTHON="${PYTHON:-python3}"
-command -v "$PYTHON" >/dev/null || die "$PYTHON not found: the config is read with Python 3.11+ (tomllib)"
 rc=0
-result="$("$PYTHON" - "$config_path" "${config_version:-0}" "${engines[@]}" <<'PY'
+# The profiles' entries: "SUFFIX:FILE,..." (no commas in their names).
+profiles_arg="$(IFS=,; printf '%s' "${profile_specs[*]}")"
+result="$("$PYTHON" - "$config_path" "${config_version:-0}" "$PROFILE_DIR" "$profiles_arg" "${engines[@]}" <<'PY'
 import os, re, shutil, sys, tempfile, time
 
 try:
@@ -392,7 +611,9 @@ except ImportError:  # Python < 3.11
     except ImportError:
         sys.exit("needs Python 3.11+ (tomllib) or the tomli module")
 
-path, new_version, engines = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+path, new_version, profile_dir, engines = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[5:]
+# (SUFFIX, FILE) per sandbox profile: runtime ENGINE-SUFFIX with options ConfigPath.
+profiles = [tuple(p.split(":", 1)) for p in sys.argv[4].split(",") if p]
 BEGIN = "# >>> containerd-shim-wasm runtimes (written by install.sh; edit outside this block) >>>"
 END = "# <<< containerd-shim-wasm runtimes <<<"
 CRI = {2: "io.containerd.grpc.v1.cri", 3: "io.containerd.cri.v1.runtime"}
@@ -453,30 +674,44 @@ else:
 
 plugin = CRI[version]
 have, default_name = runtimes_of(cfg, version)
-tables = []
+# (name, runtime_type, wasm, ConfigPath or None): each engine's own runtime,
+# then one per profile.
+wanted = []
 for engine in engines:
     rtype = f"io.containerd.{engine}.v1"
-    if engine in have:
-        got = have[engine].get("runtime_type")
+    wanted.append((engine, rtype, True, None))
+    for suffix, file in profiles:
+        wanted.append((f"{engine}-{suffix}", rtype, True, f"{profile_dir}/{file}"))
+tables = []
+for name, rtype, wasm, config_path in wanted:
+    if name in have:
+        got = have[name].get("runtime_type")
         if got != rtype:
-            fail(f"{path} already defines the runtime {engine!r} with runtime_type {got!r} outside the "
+            fail(f"{path} already defines the runtime {name!r} with runtime_type {got!r} outside the "
                  f"managed block; not touching it (expected {rtype!r})", 3)
-        print(f"runtime {engine} is already configured outside the managed block", file=sys.stderr)
+        print(f"runtime {name} is already configured outside the managed block", file=sys.stderr)
+        got_path = (have[name].get("options") or {}).get("ConfigPath")
+        if config_path and got_path != config_path:
+            print(f"  (its options.ConfigPath is {got_path!r}, not {config_path!r}: kept as it is)", file=sys.stderr)
         continue
-    tables.append((engine, rtype, True))
+    tables.append((name, rtype, wasm, config_path))
 # containerd 1.x replaces its built-in runtimes by the config's as soon as it
 # names one: keep the default runtime alive if the config leaves it to the default.
 if version == 2 and tables and default_name == "runc" and "runc" not in have:
-    tables.insert(0, ("runc", "io.containerd.runc.v2", False))
+    tables.insert(0, ("runc", "io.containerd.runc.v2", False, None))
 
 block = ""
 if tables:
     out = [BEGIN]
-    for name, rtype, wasm in tables:
+    for name, rtype, wasm, config_path in tables:
         out.append(f'[plugins."{plugin}".containerd.runtimes.{name}]')
         out.append(f'  runtime_type = "{rtype}"')
         if wasm:
             out.append('  pod_annotations = ["wasm-shim/*"]')
+        if config_path:
+            # Sent to the shim as runtimeoptions.v1.Options: its sandbox profile.
+            out.append(f'[plugins."{plugin}".containerd.runtimes.{name}.options]')
+            out.append(f'  ConfigPath = "{config_path}"')
     out.append(END)
     block = "\n".join(out) + "\n"
     if not starts and before.strip():
@@ -486,10 +721,14 @@ new = before + block + after
 # The result must parse and say what we meant, or nothing is written.
 check = parse(new, "the edited config")
 got, _ = runtimes_of(check, version)
-for engine in engines:
-    if got.get(engine, {}).get("runtime_type") != f"io.containerd.{engine}.v1":
-        fail(f"{path}: after adding the block, runtime {engine!r} does not read back as configured "
+for name, rtype, _, config_path in wanted:
+    if got.get(name, {}).get("runtime_type") != rtype:
+        fail(f"{path}: after adding the block, runtime {name!r} does not read back as configured "
              "(its tables may be laid out in a way a block at the end cannot extend); not written")
+for name, _, _, config_path in tables:
+    if config_path and (got[name].get("options") or {}).get("ConfigPath") != config_path:
+        fail(f"{path}: after adding the block, runtime {name!r} does not read back with "
+             f"options.ConfigPath = {config_path!r}; not written")
 
 if exists and new == old:
     print("unchanged")
@@ -531,7 +770,16 @@ case "$result" in
         log "config $config already up to date: containerd not restarted"
         exit 0
         ;;
-    created | changed) log "config $config $result (runtimes: ${engines[*]})" ;;
+    created | changed)
+        all_runtimes=()
+        for e in "${engines[@]}"; do
+            all_runtimes+=("$e")
+            for p in "${profile_specs[@]}"; do
+                all_runtimes+=("$e-${p%%:*}")
+            done
+        done
+        log "config $config $result (runtimes: ${all_runtimes[*]})"
+        ;;
     *) die "unexpected result from the config editor: $result" ;;
 esac
 

@@ -6,8 +6,15 @@ Usage: check-deploy-files.py REPO_ROOT
 The Kubernetes schema check (field names and types) is kubernetes-validate's;
 this checks what ties the files together:
   - the RuntimeClass handlers are exactly the runtimes of both containerd
-    config snippets, each with runtime_type io.containerd.<handler>.v1 and
-    pod_annotations passing wasm-shim/* through;
+    config snippets, each with runtime_type io.containerd.<engine>.v1 and
+    pod_annotations passing wasm-shim/* through; they are each engine and,
+    per sandbox profile runtimeclass/profiles/P.toml, <engine>-<suffix>
+    (P without a leading edge-), whose options.ConfigPath is
+    /etc/containerd-shim-wasm/profiles/P.toml; each RuntimeClass is named as
+    its handler;
+  - profiles-configmap.yaml holds exactly runtimeclass/profiles/*.toml, byte
+    for byte, in the DaemonSet's namespace, and the DaemonSet mounts it where
+    its --profiles-src points;
   - the example Deployment: selector matches its pod labels, its
     runtimeClassName is one of the RuntimeClasses, every probe and the
     Service's targetPort name a declared container port, the wasm-shim/*
@@ -17,7 +24,7 @@ this checks what ties the files together:
   - the DaemonSet: privileged init container, hostPID, the host's / mounted
     where install.sh's --root points, only options install.sh knows, its
     --bin-src and --lib-src where Dockerfile.installer puts the shims and
-    libwasmedge;
+    libwasmedge; Dockerfile.installer copies the profiles beside install.sh;
   - Dockerfile.test: Debian 12 base, runs scripts/install-deps (the one
     list of packages), scripts/build and scripts/test, copies files that
     exist; Dockerfile.installer copies files that exist, both shims that
@@ -56,13 +63,38 @@ def of_kind(ds, kind):
     return [d for d in ds if d.get("kind") == kind]
 
 
-# --- RuntimeClasses and config snippets
+# --- Sandbox profiles, RuntimeClasses and config snippets
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+ENGINES = ("wasmtime", "wasmedge")
+PROFILE_DIR = "/etc/containerd-shim-wasm/profiles"
+PROFILES = os.path.join(RC, "profiles")
+profile_files = sorted(f for f in os.listdir(PROFILES) if f.endswith(".toml")) if os.path.isdir(PROFILES) else []
+check(profile_files, "runtimeclass/profiles/ holds no *.toml sandbox profile")
+profile_text = {}
+# handler -> (engine, profile file or None); install.sh's naming rule.
+expected = {e: (e, None) for e in ENGINES}
+for f in profile_files:
+    with open(os.path.join(PROFILES, f), "rb") as fh:
+        profile_text[f] = fh.read()
+    try:
+        tomllib.loads(profile_text[f].decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        check(False, f"profiles/{f} is not valid TOML: {e}")
+    stem = f[: -len(".toml")]
+    suffix = stem[len("edge-"):] if stem.startswith("edge-") else stem
+    for e in ENGINES:
+        expected[f"{e}-{suffix}"] = (e, f)
+
 rcs = of_kind(docs("runtimeclass.yaml"), "RuntimeClass")
 handlers = {rc["handler"] for rc in rcs}
-check(handlers == {"wasmtime", "wasmedge"}, f"RuntimeClass handlers are {sorted(handlers)}, expected wasmtime and wasmedge")
+check(handlers == set(expected), f"RuntimeClass handlers are {sorted(handlers)}, expected {sorted(expected)} (each engine, and one per engine and profile)")
 for rc in rcs:
     check(DNS_LABEL.match(rc["handler"]), f"RuntimeClass handler {rc['handler']!r} is not a DNS label")
+    check(rc["metadata"]["name"] == rc["handler"], f"RuntimeClass {rc['metadata']['name']!r} has handler {rc['handler']!r}, not its name")
+    label = rc["metadata"].get("labels", {}).get("containerd-shim-wasm/profile")
+    prof = expected.get(rc["handler"], (None, None))[1]
+    check(label == (prof[: -len(".toml")] if prof else None),
+          f"RuntimeClass {rc['metadata']['name']!r}: label containerd-shim-wasm/profile is {label!r}, its profile is {prof!r}")
 
 for name, version, plugin in [
     ("containerd-config-v2.toml", 2, "io.containerd.grpc.v1.cri"),
@@ -76,9 +108,13 @@ for name, version, plugin in [
     check(wasm == handlers, f"{name}: Wasm runtimes {sorted(wasm)} differ from the RuntimeClass handlers {sorted(handlers)}")
     for h in handlers:
         rt = runtimes.get(h, {})
-        check(rt.get("runtime_type") == f"io.containerd.{h}.v1", f"{name}: runtime {h} has runtime_type {rt.get('runtime_type')!r}")
+        engine, prof = expected.get(h, (h, None))
+        check(rt.get("runtime_type") == f"io.containerd.{engine}.v1", f"{name}: runtime {h} has runtime_type {rt.get('runtime_type')!r}")
         check(any(fnmatch.fnmatchcase("wasm-shim/net-listen", p) for p in rt.get("pod_annotations", [])),
               f"{name}: runtime {h} does not pass wasm-shim/* pod annotations")
+        got_path = rt.get("options", {}).get("ConfigPath")
+        want_path = f"{PROFILE_DIR}/{prof}" if prof else None
+        check(got_path == want_path, f"{name}: runtime {h} has options.ConfigPath {got_path!r}, expected {want_path!r}")
     if version == 2:
         check(runtimes.get("runc", {}).get("runtime_type") == "io.containerd.runc.v2",
               f"{name}: containerd 1.x needs runc defined once the config names a runtime")
@@ -88,7 +124,7 @@ for name, version, plugin in [
         check("sandbox" in pinned, f"{name}: no io.containerd.cri.v1.images pinned_images.sandbox")
 
 # --- The example Deployment and Service
-KNOWN_ANNOTATIONS = {"wasm-shim/time-limit-ms", "wasm-shim/net-connect", "wasm-shim/net-listen", "wasm-shim/net-lookup"}
+KNOWN_ANNOTATIONS = {"wasm-shim/time-limit-ms", "wasm-shim/net-connect", "wasm-shim/net-listen", "wasm-shim/net-lookup", "wasm-shim/profile"}
 UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
 
 
@@ -158,11 +194,22 @@ for dep in deps:
             t = p.get("targetPort", p["port"])
             check(t in names or t in numbers, f"Service targetPort {t!r} is not a declared container port")
 
+# --- The profiles' ConfigMap: the files, byte for byte
+cms = of_kind(docs("profiles-configmap.yaml"), "ConfigMap")
+check(len(cms) == 1, "profiles-configmap.yaml: expected one ConfigMap")
+for cm in cms:
+    data = cm.get("data", {})
+    check(set(data) == set(profile_files),
+          f"ConfigMap {cm['metadata']['name']}: keys {sorted(data)} differ from runtimeclass/profiles/*.toml {profile_files}")
+    for k in sorted(set(data) & set(profile_files)):
+        check(data[k].encode("utf-8") == profile_text[k],
+              f"ConfigMap {cm['metadata']['name']}: {k} differs from runtimeclass/profiles/{k}")
+
 # --- The DaemonSet
-INSTALL_OPTS = {"--root", "--bin-src", "--bin-dir", "--lib-src", "--runtimes", "--config", "--config-version", "--containerd", "--restart-cmd"}
+INSTALL_OPTS = {"--root", "--bin-src", "--bin-dir", "--lib-src", "--runtimes", "--profiles-src", "--config", "--config-version", "--containerd", "--restart-cmd"}
 with open(os.path.join(RC, "install.sh"), encoding="utf-8") as f:
     install_sh = f.read()
-for opt in INSTALL_OPTS | {"--no-restart"}:
+for opt in INSTALL_OPTS | {"--no-restart", "--no-profiles"}:
     check(opt in install_sh, f"install.sh does not know {opt}")
 installer_opts = []
 for ds in of_kind(docs("daemonset.yaml"), "DaemonSet"):
@@ -182,6 +229,14 @@ for ds in of_kind(docs("daemonset.yaml"), "DaemonSet"):
         check(set(opts) <= INSTALL_OPTS, f"installer options {sorted(set(opts) - INSTALL_OPTS)} unknown to install.sh")
         mounts = {m["mountPath"] for m in c.get("volumeMounts", []) if m["name"] in host_vols}
         check(opts.get("--root") in mounts, f"--root {opts.get('--root')!r} is not where the host's / is mounted ({sorted(mounts)})")
+        cm_vols = {v["name"]: v["configMap"].get("name") for v in pod.get("volumes", []) if "configMap" in v}
+        cm_mounts = {m["mountPath"].rstrip("/"): cm_vols[m["name"]] for m in c.get("volumeMounts", []) if m["name"] in cm_vols}
+        src = opts.get("--profiles-src", "").rstrip("/")
+        for cm in cms:
+            check(cm["metadata"].get("namespace") == ds["metadata"].get("namespace"),
+                  f"ConfigMap {cm['metadata']['name']} is in namespace {cm['metadata'].get('namespace')!r}, the DaemonSet in {ds['metadata'].get('namespace')!r}")
+            check(cm_mounts.get(src) == cm["metadata"]["name"],
+                  f"DaemonSet --profiles-src {opts.get('--profiles-src')!r} is not where ConfigMap {cm['metadata']['name']} is mounted ({cm_mounts})")
 
 # --- Dockerfiles
 def dockerfile(path):
@@ -231,6 +286,9 @@ for shim in ("wasmtime", "wasmedge"):
         shim_dests.add(copied[s].rstrip("/"))
 check(len(shim_dests) <= 1, f"Dockerfile.installer puts the shims in different folders: {sorted(shim_dests)}")
 lib_dest = copied.get(STAGED_LIB, "").rstrip("/")
+install_dest = copied.get("runtimeclass/install.sh", "")
+check(copied.get("runtimeclass/profiles", "").rstrip("/") == os.path.join(os.path.dirname(install_dest), "profiles"),
+      f"Dockerfile.installer does not copy runtimeclass/profiles/ beside install.sh ({install_dest!r}), its default --profiles-src")
 check(lib_dest, f"Dockerfile.installer does not copy libwasmedge ({STAGED_LIB}/)")
 # The staging recipe in its header: from the libwasmedge scripts/build uses, links kept.
 check(re.search(r"lwe_find", installer_text) and re.search(rf"cp -P [^\n]*libwasmedge\.so\.0\* {re.escape(STAGED_LIB)}/", installer_text),
