@@ -29,6 +29,9 @@
 #                     same release as CONTAINERD_BIN
 #   SHIM_DIR          folder put first in containerd's PATH so that it finds
 #                     containerd-shim-wasmtime-v1 (default: <repo>/target/release)
+#   WASM_SHIM_PROFILE_DIR  the shims' sandbox profile folder (default: DIR/profiles,
+#                     seeded with runtimeclass/profiles/*.toml); exported, and
+#                     given to containerd (so to the shims) also by ctd_restart
 #   CTD_LOG_LEVEL     containerd log level (default: info; e.g. debug)
 #   CTD_ENABLE_CRI    set to 1 to enable and configure the CRI plugin (default:
 #                     disabled, the ctr-only suites do not need it). See "CRI"
@@ -44,7 +47,9 @@
 # `io.containerd.cri.v1.images` (the pinned sandbox image) and
 # `io.containerd.grpc.v1.cri` (streaming server), config version 3. Runtime
 # handlers: runc (io.containerd.runc.v2, cgroupfs), wasmtime
-# (io.containerd.wasmtime.v1) and wasmedge (io.containerd.wasmedge.v1).
+# (io.containerd.wasmtime.v1) and wasmedge (io.containerd.wasmedge.v1), and
+# <engine>-strict / <engine>-moderate whose options name the sandbox profiles
+# edge-strict / edge-moderate of WASM_SHIM_PROFILE_DIR.
 # `restrict_oom_score_adj = true`, since root here lacks CAP_SYS_RESOURCE.
 # The pod network is private to this containerd: a CNI bridge + host-local
 # network (bridge, network name, /24 subnet and IPAM data dir of its own,
@@ -135,6 +140,14 @@ ctd_start() {
     if [[ "${CTD_ENABLE_CRI:-0}" == 1 ]]; then
         disabled='disabled_plugins = []'
     fi
+    # The shims' sandbox profiles: a folder private to this containerd, seeded
+    # with runtimeclass/profiles (the CRI runtimes <engine>-strict and
+    # <engine>-moderate name two of them), unless WASM_SHIM_PROFILE_DIR says.
+    if [[ -z "${WASM_SHIM_PROFILE_DIR:-}" ]]; then
+        export WASM_SHIM_PROFILE_DIR="$dir/profiles"
+        mkdir -p "$WASM_SHIM_PROFILE_DIR"
+        cp "$CTD_REPO_ROOT"/runtimeclass/profiles/*.toml "$WASM_SHIM_PROFILE_DIR/"
+    fi
     local cri_config=""
     if [[ "${CTD_ENABLE_CRI:-0}" == 1 ]]; then
         cri_config="$(ctd__cri_setup "$dir" "$version")" || return 1
@@ -181,7 +194,7 @@ TOML
     ctd_log "  shim dir: $shim_dir (first in containerd's PATH)"
     ctd_log "  log:      $dir/containerd.log"
     # What ctd_restart needs to start it again.
-    printf '%s\n%s\n' "$bin_path" "$shim_dir:$path_extra$PATH" >"$dir/containerd.cmd"
+    printf '%s\n%s\n%s\n' "$bin_path" "$shim_dir:$path_extra$PATH" "$WASM_SHIM_PROFILE_DIR" >"$dir/containerd.cmd"
     PATH="$shim_dir:$path_extra$PATH" "$bin_path" --config "$dir/config.toml" >>"$dir/containerd.log" 2>&1 &
     local pid=$!
     echo "$pid" >"$dir/containerd.pid"
@@ -319,6 +332,19 @@ JSON
       runtime_type = \"io.containerd.wasmedge.v1\"
       pod_annotations = [\"wasm-shim/*\"]
       container_annotations = [\"wasm-shim/*\"]"
+    # A RuntimeClass per engine and sandbox profile: the options name the file.
+    local engine profile
+    for engine in wasmtime wasmedge; do
+        for profile in strict moderate; do
+            runtimes+="
+    [$cri.containerd.runtimes.$engine-$profile]
+      runtime_type = \"io.containerd.$engine.v1\"
+      pod_annotations = [\"wasm-shim/*\"]
+      container_annotations = [\"wasm-shim/*\"]
+      [$cri.containerd.runtimes.$engine-$profile.options]
+        ConfigPath = \"$WASM_SHIM_PROFILE_DIR/edge-$profile.toml\""
+        done
+    done
     if ((major >= 2)); then
         local bins="bin_dirs = [\"$bin_dir\"]"
         ((minor < 1)) && bins="bin_dir = \"$bin_dir\""
@@ -406,9 +432,9 @@ ctd__cri_cleanup() {
 
 ctd_restart() {
     local dir="${CTD_DIR:?ctd_start first}"
-    local pid bin path
+    local pid bin path profiles
     pid="$(cat "$dir/containerd.pid" 2>/dev/null)"
-    { read -r bin && read -r path; } <"$dir/containerd.cmd" || {
+    { read -r bin && read -r path && read -r profiles; } <"$dir/containerd.cmd" || {
         ctd_log "cannot read $dir/containerd.cmd (written by ctd_start)"
         return 1
     }
@@ -421,7 +447,7 @@ ctd_restart() {
     fi
     # setsid: the new containerd does not belong to the caller's process
     # group or session (a test runner) and outlives it.
-    PATH="$path" setsid "$bin" --config "$dir/config.toml" >>"$dir/containerd.log" 2>&1 </dev/null &
+    WASM_SHIM_PROFILE_DIR="$profiles" PATH="$path" setsid "$bin" --config "$dir/config.toml" >>"$dir/containerd.log" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$dir/containerd.pid"
     if [[ "${CTD_DIR:-}" == "$dir" ]]; then

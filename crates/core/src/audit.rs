@@ -172,7 +172,7 @@ fn to_text(p: &SandboxPolicy) -> String {
         let _ = writeln!(s, "  withheld:   {}", p.withheld_env.join(", "));
     }
     let memory = match p.limits.guest_memory_pages() {
-        Some(pages) => format!("{pages} pages ({} MiB)", pages * WASM_PAGE >> 20),
+        Some(pages) => format!("{pages} pages ({} MiB)", (pages * WASM_PAGE) >> 20),
         None => "unlimited".into(),
     };
     let _ = writeln!(s, "memory:       {memory} ({})", from("memory"));

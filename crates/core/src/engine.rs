@@ -25,7 +25,7 @@ pub enum GuestExit {
 pub fn out_of_memory(limit_pages: u64, detail: &str) -> String {
     format!(
         "out of memory: memory page limit of {limit_pages} pages ({} MiB) reached{detail}",
-        limit_pages * crate::policy::WASM_PAGE >> 20
+        (limit_pages * crate::policy::WASM_PAGE) >> 20
     )
 }
 

@@ -1252,3 +1252,85 @@ fn wasm_update_resources() {
     pod.remove().expect("stopping and removing the pod");
     assert_nothing_left(&cri, &t);
 }
+
+/// A RuntimeClass whose containerd runtime entry names a sandbox profile (`<engine>-strict`:
+/// options `ConfigPath` = edge-strict.toml, as `runtimeclass/install.sh` writes it): the
+/// guest sees only the env vars the profile names, the others said in its log as
+/// `env var not allowed: NAME`; a host outside the profile is refused (`host not allowed:`);
+/// memory stops at the profile's 256 pages (`out of memory`, OOMKilled); and a pod
+/// annotation cannot choose a looser profile.
+#[test]
+fn wasm_pod_under_a_profile_runtime_class() {
+    if skip_unless_handler_has("sockets", "wasm_pod_under_a_profile_runtime_class") {
+        return;
+    }
+    let _g = shared();
+    let cri = cri();
+    let handler = format!("{}-strict", wasm_handler());
+    let pod = Pod::run(&cri, "wasm-strict", &handler).expect("RunPodSandbox");
+    let target = format!("{}:8080", pod.ip().expect("pod IP"));
+    let client = with_env(
+        with_env(wasm("client", &["connect", &target]), "APP_MODE", "edge"),
+        "SECRET",
+        "hunter2",
+    );
+    let client = pod.start(&client).expect("starting the client");
+    let st = cri
+        .wait_container_state(
+            &client,
+            ContainerState::ContainerExited,
+            Duration::from_secs(30),
+        )
+        .expect("the client exits");
+    assert_ne!(st.exit_code, 0, "{}", describe_status(&st));
+    let stderr = log_lines(&pod, "client", "stderr");
+    for wanted in [
+        "env var not allowed: SECRET".to_string(),
+        format!("host not allowed: {target}"),
+    ] {
+        assert!(
+            stderr.iter().any(|l| l.contains(&wanted)),
+            "the log lacks {wanted:?}: {stderr:?}"
+        );
+    }
+
+    let grow = pod.start(&wasm("grow", &["grow"])).expect("starting grow");
+    cri.wait_exit_reason(&grow, "OOMKilled", Duration::from_secs(60))
+        .expect("grow is stopped at the profile's page limit");
+    let stderr = log_lines(&pod, "grow", "stderr");
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("out of memory: memory page limit of 256 pages (16 MiB) reached")),
+        "{stderr:?}"
+    );
+
+    let mut config = e2e::cri::pod_config("wasm-looser");
+    config
+        .annotations
+        .insert("wasm-shim/profile".into(), "edge-moderate".into());
+    // The pod's pause container carries the annotation too, so the pod is refused at
+    // RunPodSandbox; were it not, its first container would be.
+    let refused = match Pod::run_with(&cri, config, &handler) {
+        Err(e) => format!("{e:#}"),
+        Ok(looser) => {
+            let e = looser
+                .start(&wasm("refused", &["tick", "1000"]))
+                .expect_err("a looser profile than the runtime class's is refused");
+            let t = trace(&cri, &looser, &[]);
+            looser.remove().expect("stopping and removing the pod");
+            assert_nothing_left(&cri, &t);
+            format!("{e:#}")
+        }
+    };
+    assert!(
+        refused.contains(
+            "permission denied: profile edge-moderate (annotation wasm-shim/profile) is looser than profile edge-strict"
+        ),
+        "{refused}"
+    );
+
+    let t = trace(&cri, &pod, &[&client, &grow]);
+    pod.remove().expect("stopping and removing the pod");
+    assert_nothing_left(&cri, &t);
+}

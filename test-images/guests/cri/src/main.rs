@@ -8,10 +8,11 @@
 //!   so a client can tell it reached this guest, with this environment. It
 //!   prints `listening on <addr>` once bound and one `request <path>` line per
 //!   request. Exits 2 when it cannot listen.
-//! - `connect HOST:PORT`: opens a TCP connection, sends `GET / HTTP/1.0`,
-//!   prints the first line of the response; on failure prints
-//!   `error: connect HOST:PORT: <error>` on stderr and exits 3 (what the network
-//!   allowlist tests look for).
+//! - `connect HOST:PORT [N]`: N times (default 1) opens a TCP connection, sends
+//!   `GET / HTTP/1.0`, prints the first line of the response; on failure prints
+//!   `error: connect HOST:PORT: <error>` (`... : request K: <error>` when N > 1)
+//!   on stderr and exits 3 (what the network allowlist and request cap tests
+//!   look for).
 //! - `spew`: log output patterns: a 40000-byte line of `x`, then `burst N`
 //!   lines `burst 1` .. `burst 20000` (one write each), `to stderr` on
 //!   stderr, then `no newline at the end` without a line end; exits 0.
@@ -60,13 +61,16 @@ fn main() {
     let command = args.get(1).map(String::as_str).unwrap_or("");
     match command {
         "serve" => serve(args.get(2).cloned()),
-        "connect" => connect(args.get(2).map(String::as_str).unwrap_or("")),
+        "connect" => connect(
+            args.get(2).map(String::as_str).unwrap_or(""),
+            args.get(3).and_then(|n| n.parse().ok()).unwrap_or(1),
+        ),
         "spew" => spew(),
         "tick" => tick(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(500)),
         "grow" => grow(),
         _ => {
             eprintln!(
-                "usage: cri serve [PORT] | connect HOST:PORT | spew | tick MS | grow (got {command:?})"
+                "usage: cri serve [PORT] | connect HOST:PORT [N] | spew | tick MS | grow (got {command:?})"
             );
             std::process::exit(64);
         }
@@ -99,12 +103,18 @@ fn serve(port: Option<String>) {
     }
 }
 
-fn connect(addr: &str) {
-    match get(addr) {
-        Ok(status_line) => println!("{status_line}"),
-        Err(e) => {
-            eprintln!("error: connect {addr}: {e}");
-            std::process::exit(3);
+fn connect(addr: &str, times: u32) {
+    for k in 1..=times {
+        match get(addr) {
+            Ok(status_line) => println!("{status_line}"),
+            Err(e) if times == 1 => {
+                eprintln!("error: connect {addr}: {e}");
+                std::process::exit(3);
+            }
+            Err(e) => {
+                eprintln!("error: connect {addr}: request {k}: {e}");
+                std::process::exit(3);
+            }
         }
     }
 }

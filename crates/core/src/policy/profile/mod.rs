@@ -138,7 +138,7 @@ pub fn choose(
     if let Some(base) = &baseline {
         at_least_as_strict(&asked, &base.profile).map_err(|field| {
             Error::Denied(format!(
-                "permission denied: profile {} ({}) is looser than profile {} of the {} in {field}",
+                "permission denied: profile {} (annotation {}) is looser than profile {} of the {} in {field}",
                 asked.name,
                 annotations::PROFILE,
                 base.profile.name,

@@ -11,10 +11,13 @@ use crate::policy::annotations;
 use crate::policy::network::{AddrPattern, NetRule, PortRange};
 use crate::policy::{Access, SandboxPolicy, WASM_PAGE};
 
-/// Mounts every container gets from its runtime (CRI, `ctr`), which no pod can opt out of:
-/// under a profile that does not name them they are withheld from the guest, not refused.
+/// Mounts every container gets from its runtime (containerd's default spec: tmpfs at `/dev`,
+/// `/dev/shm` and `/run`; CRI's files), which no pod can opt out of: under a profile that
+/// does not name them they are withheld from the guest, not refused.
 const RUNTIME_MOUNTS: &[&str] = &[
+    "/dev",
     "/dev/shm",
+    "/run",
     "/etc/hosts",
     "/etc/hostname",
     "/etc/resolv.conf",

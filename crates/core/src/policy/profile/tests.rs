@@ -350,7 +350,9 @@ fn mounts_must_be_allowed_dirs_and_readonly_ones_are_read_only() {
         {"destination":"/config","type":"bind","source":"/dir/cfg","options":["rbind","rw"]},
         {"destination":"/config/app.toml","type":"bind","source":"/file/app","options":["rbind","rw"]},
         {"destination":"/cache/x","type":"bind","source":"/dir/cache","options":["rbind","rw"]},
+        {"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","strictatime","mode=755","size=65536k"]},
         {"destination":"/dev/shm","type":"tmpfs","source":"shm"},
+        {"destination":"/run","type":"tmpfs","source":"tmpfs"},
         {"destination":"/etc/hosts","type":"bind","source":"/file/hosts","options":["rbind","ro"]},
         {"destination":"/proc","type":"proc","source":"proc"}
     ]"#;
@@ -377,7 +379,7 @@ fn mounts_must_be_allowed_dirs_and_readonly_ones_are_read_only() {
         p.scratch.is_empty(),
         "/dev/shm is withheld, and so is its scratch folder"
     );
-    assert!(p.provenance["withheld_mounts"].contains("/dev/shm, /etc/hosts"));
+    assert!(p.provenance["withheld_mounts"].contains("/dev, /dev/shm, /run, /etc/hosts"));
 
     let data = r#"[{"destination":"/data","type":"bind","source":"/dir/d","options":["rbind"]}]"#;
     let e = denied(under(&moderate(), &spec(PROCESS, data, &[], None)));
