@@ -5,6 +5,7 @@
 //! or a file); the spec's `wasm-shim/profile` annotation and `WASM_SHIM_DEFAULT_PROFILE`
 //! count as they would at Create.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -34,13 +35,15 @@ pub fn main(node: &NodeConfig, args: &[String]) -> i32 {
             return 2;
         }
     };
+    // Written, not printed: a closed pipe (`| head`) is no reason to panic.
+    let mut out = std::io::stdout();
     match effective(&args, node) {
         Ok(policy) if args.json => {
-            println!("{:#}", to_json(&policy));
+            let _ = writeln!(out, "{:#}", to_json(&policy));
             0
         }
         Ok(policy) => {
-            print!("{}", to_text(&policy));
+            let _ = write!(out, "{}", to_text(&policy));
             0
         }
         Err(e) => {
@@ -129,7 +132,7 @@ fn to_json(p: &SandboxPolicy) -> serde_json::Value {
 }
 
 fn to_text(p: &SandboxPolicy) -> String {
-    use std::fmt::Write;
+    use std::fmt::Write as _;
     let from = |k: &str| p.provenance.get(k).map(String::as_str).unwrap_or("-");
     let or_none = |v: Vec<String>| {
         if v.is_empty() {
