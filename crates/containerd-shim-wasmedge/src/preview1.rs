@@ -90,7 +90,7 @@ impl LoadedArtifact for Loaded {
     fn serve_http(
         self: Box<Self>,
         _policy: &SandboxPolicy,
-        _listener: std::net::TcpListener,
+        _listeners: wasm_shim_core::HttpListeners,
     ) -> Result<Box<dyn PreparedInstance>> {
         bail!(
             "wasi:http/proxy serving is not supported by the WasmEdge engine (annotation {}): {}",

@@ -9,6 +9,24 @@ use wasm_shim_core::{Engine, LoadedArtifact, ModuleKind};
 use wasmtime::error::Context;
 use wasmtime::{Config, OptLevel};
 
+/// What compiled code depends on, shared by the engine that compiles and every engine that
+/// loads the artifact (the HTTP server's adds a pooling allocator, which code does not see).
+pub fn config() -> Config {
+    let mut config = Config::new();
+    config
+        .cranelift_opt_level(OptLevel::Speed)
+        .wasm_component_model(true)
+        // Served requests are stopped at their time limit by epoch interruption, which the
+        // code must check for; a command never sees the epoch move (`NO_DEADLINE`).
+        .epoch_interruption(true)
+        .parallel_compilation(true);
+    config
+}
+
+/// The epoch deadline of a store that has none (commands: their time limit is the core's
+/// watchdog). Far beyond any epoch: nothing increments the epoch of a command's engine.
+pub const NO_DEADLINE: u64 = u64::MAX / 2;
+
 pub struct WasmtimeEngine {
     engine: wasmtime::Engine,
 }
@@ -19,13 +37,7 @@ impl Engine for WasmtimeEngine {
     const CHECKS_SOCKET_ADDRESSES: bool = true;
 
     fn new() -> anyhow::Result<Self> {
-        let mut config = Config::new();
-        config
-            .cranelift_opt_level(OptLevel::Speed)
-            .wasm_component_model(true)
-            // Artifacts are loaded from the node cache by path and mapped, not copied.
-            .parallel_compilation(true);
-        let engine = wasmtime::Engine::new(&config).context("configuring Wasmtime")?;
+        let engine = wasmtime::Engine::new(&config()).context("configuring Wasmtime")?;
         Ok(WasmtimeEngine { engine })
     }
 

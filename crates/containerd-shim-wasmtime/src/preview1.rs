@@ -47,7 +47,7 @@ impl LoadedArtifact for Loaded {
     fn serve_http(
         self: Box<Self>,
         _policy: &SandboxPolicy,
-        _listener: std::net::TcpListener,
+        _listeners: wasm_shim_core::HttpListeners,
     ) -> anyhow::Result<Box<dyn PreparedInstance>> {
         anyhow::bail!(
             "serving wasi:http/proxy needs a component that exports wasi:http/incoming-handler; this is a core module (WASI preview 1)"
@@ -79,6 +79,7 @@ fn instantiate(
     };
     let mut store = Store::new(&engine, host);
     store.limiter(|host| &mut host.limiter);
+    store.set_epoch_deadline(crate::engine::NO_DEADLINE);
     let instance = linker
         .instantiate(&mut store, &module)
         .context("instantiating the module")?;

@@ -28,6 +28,8 @@ impl WasiView for Host {
 
 struct Loaded {
     component: Component,
+    /// The server loads it again into its own (pooling) engine.
+    artifact: std::path::PathBuf,
 }
 
 struct Prepared {
@@ -42,7 +44,10 @@ pub fn load(
     // SAFETY: as for core modules, the artifact is this node's own, checksum-verified.
     let component = unsafe { Component::deserialize_file(engine, artifact) }
         .context("loading the compiled component")?;
-    Ok(Box::new(Loaded { component }))
+    Ok(Box::new(Loaded {
+        component,
+        artifact: artifact.to_path_buf(),
+    }))
 }
 
 impl LoadedArtifact for Loaded {
@@ -57,12 +62,13 @@ impl LoadedArtifact for Loaded {
     fn serve_http(
         self: Box<Self>,
         policy: &SandboxPolicy,
-        listener: std::net::TcpListener,
+        listeners: wasm_shim_core::HttpListeners,
     ) -> anyhow::Result<Box<dyn PreparedInstance>> {
         Ok(crate::http_proxy::prepare(
-            self.component,
+            &self.component,
+            &self.artifact,
             policy,
-            listener,
+            listeners,
         )?)
     }
 }
@@ -85,6 +91,7 @@ fn instantiate(
     };
     let mut store = Store::new(&engine, host);
     store.limiter(|host| &mut host.limiter);
+    store.set_epoch_deadline(crate::engine::NO_DEADLINE);
     let command = Command::instantiate(&mut store, &component, &linker)
         .context("instantiating the component (is it a wasi:cli/command?)")?;
     Ok(Box::new(Prepared { store, command }))

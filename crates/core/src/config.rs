@@ -17,6 +17,8 @@ pub const MEMORY_LIMIT_ENV: &str = "WASM_SHIM_MEMORY_LIMIT";
 pub const DEFAULT_MEMORY_LIMIT: u64 = 1 << 30;
 /// Wall-time limit in milliseconds for containers without the annotation (unset: none).
 pub const TIME_LIMIT_ENV: &str = "WASM_SHIM_TIME_LIMIT_MS";
+/// Wall-time limit in milliseconds of one served HTTP request without the annotation.
+pub const REQUEST_TIME_LIMIT_ENV: &str = "WASM_SHIM_REQUEST_TIME_LIMIT_MS";
 /// Folder of the node's sandbox profiles (`<name>.toml`).
 pub const PROFILE_DIR_ENV: &str = "WASM_SHIM_PROFILE_DIR";
 pub const DEFAULT_PROFILE_DIR: &str = "/etc/containerd-shim-wasm/profiles";
@@ -40,6 +42,7 @@ pub struct NodeConfig {
     pub runtime_allowance: u64,
     pub scratch_size: u64,
     pub max_open_files: u64,
+    pub default_request_time_limit: Option<Duration>,
     pub profile_dir: PathBuf,
     pub default_profile: Option<String>,
     /// The node settings instance processes see (see `keep_for_instances`).
@@ -69,6 +72,9 @@ impl NodeConfig {
             runtime_allowance: RUNTIME_ALLOWANCE,
             scratch_size: DEFAULT_SCRATCH_SIZE,
             max_open_files: MAX_OPEN_FILES,
+            default_request_time_limit: env_u64(REQUEST_TIME_LIMIT_ENV)
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis),
             profile_dir: std::env::var_os(PROFILE_DIR_ENV)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
@@ -104,6 +110,7 @@ impl NodeConfig {
             runtime_allowance: RUNTIME_ALLOWANCE,
             scratch_size: DEFAULT_SCRATCH_SIZE,
             max_open_files: MAX_OPEN_FILES,
+            default_request_time_limit: None,
             profile_dir: PathBuf::from(DEFAULT_PROFILE_DIR),
             default_profile: None,
             instance_env: Vec::new(),

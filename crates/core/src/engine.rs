@@ -40,16 +40,23 @@ pub trait LoadedArtifact {
         entry_function: Option<&str>,
     ) -> anyhow::Result<Box<dyn PreparedInstance>>;
 
-    /// Prepare to serve the module as a `wasi:http/proxy` component on `listener` (bound by
-    /// the core, in the container's network): check that it exports
-    /// `wasi:http/incoming-handler` and pre-instantiate it. Each request then gets a fresh
-    /// instance under the policy. `run` serves until the process is stopped. An engine that
-    /// cannot serve says so here, which fails the container's Create.
+    /// Prepare to serve the module as a `wasi:http/proxy` component on `listeners` (bound by
+    /// the core, in the container's network; settings in `policy.http_serve`): check that it
+    /// exports `wasi:http/incoming-handler` and pre-instantiate it. Each request then gets a
+    /// fresh instance under the policy. `run` serves until SIGTERM, then drains. An engine
+    /// that cannot serve says so here, which fails the container's Create.
     fn serve_http(
         self: Box<Self>,
         policy: &SandboxPolicy,
-        listener: TcpListener,
+        listeners: HttpListeners,
     ) -> anyhow::Result<Box<dyn PreparedInstance>>;
+}
+
+/// The sockets a served component is reached on.
+pub struct HttpListeners {
+    pub requests: TcpListener,
+    /// `/metrics`, when the annotation `wasm-shim/metrics-port` asks for it.
+    pub metrics: Option<TcpListener>,
 }
 
 /// An instantiated guest waiting for the task's Start.

@@ -30,7 +30,7 @@ mod shim_log;
 pub mod source;
 pub mod task;
 
-pub use engine::{Capability, Engine, GuestExit, LoadedArtifact, PreparedInstance};
+pub use engine::{Capability, Engine, GuestExit, HttpListeners, LoadedArtifact, PreparedInstance};
 pub use error::{Error, Result};
 pub use policy::{Access, Preopen, SandboxPolicy};
 pub use source::ModuleKind;

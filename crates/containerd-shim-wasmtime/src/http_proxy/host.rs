@@ -1,35 +1,44 @@
-//! The store data of one request's instance: WASI under the container's policy, `wasi:http`,
-//! and the policy's memory limit.
+//! The store data of one request's instance: WASI under the container's policy, `wasi:http`
+//! with the shim's outgoing requests, and the policy's memory limit.
 
-use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
 
+use wasm_shim_core::policy::HttpServe;
 use wasm_shim_core::SandboxPolicy;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{
-    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
-    WasiHttpView,
-};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use super::outgoing::Outgoing;
 use crate::limits::GuestLimiter;
 
 pub struct Host {
     wasi: WasiCtx,
     table: ResourceTable,
     http: WasiHttpCtx,
-    hooks: RefuseOutgoing,
+    outgoing: Outgoing,
     pub limiter: GuestLimiter,
 }
 
 impl Host {
-    /// The same WASI context a command gets from the policy: args, exactly `process.env`,
-    /// preopens, the socket allowlist and the container's stdio.
-    pub fn new(policy: &SandboxPolicy) -> wasmtime::Result<Self> {
+    /// The WASI context a command gets from the policy (args, exactly `process.env`,
+    /// preopens, the socket allowlist, the container's stdio), for a request that must be
+    /// answered by `deadline`.
+    pub fn new(
+        policy: &SandboxPolicy,
+        serve: &HttpServe,
+        network: &Arc<wasm_shim_core::policy::NetworkPolicy>,
+        deadline: Instant,
+    ) -> wasmtime::Result<Self> {
+        let mut wasi = crate::wasi_ctx::builder(policy)?;
+        // Many requests share each thread: file I/O goes to tokio's blocking pool.
+        wasi.allow_blocking_current_thread(false);
         Ok(Host {
-            wasi: crate::wasi_ctx::builder(policy)?.build(),
+            wasi: wasi.build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            hooks: RefuseOutgoing,
+            outgoing: Outgoing::new(network.clone(), serve.max_outgoing, deadline),
             limiter: GuestLimiter::new(&policy.limits),
         })
     }
@@ -49,33 +58,7 @@ impl WasiHttpView for Host {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: &mut self.hooks,
+            hooks: &mut self.outgoing,
         }
-    }
-}
-
-/// `wasi:http/outgoing-handler` answers every request `HTTP-request-denied`: the network
-/// allowlist (`wasm-shim/net-connect`) is not applied to outgoing HTTP yet, and default deny
-/// means no way out rather than an unchecked one. The guest's WASI sockets keep their allowlist.
-struct RefuseOutgoing;
-
-type SendResult = wasmtime_wasi_http::Result<(
-    http::Response<WasiBody>,
-    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-)>;
-
-impl WasiHttpHooks for RefuseOutgoing {
-    fn send_request(
-        &mut self,
-        request: http::Request<WasiBody>,
-        _options: Option<RequestOptions>,
-        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> Box<dyn Future<Output = SendResult> + Send> {
-        log::info!(
-            "outgoing HTTP request {} {} refused: not supported for served components",
-            request.method(),
-            request.uri()
-        );
-        Box::new(async { Err(HttpError::HttpRequestDenied) })
     }
 }

@@ -164,9 +164,9 @@ fn prepare<E: Engine>(bundle: &Path) -> anyhow::Result<Prepared> {
 
     let t1 = Instant::now();
     let instance = match listener {
-        Some(listener) => {
-            let addr = listener.local_addr()?;
-            let server = loaded.serve_http(&config.policy, listener)?;
+        Some(listeners) => {
+            let addr = listeners.requests.local_addr()?;
+            let server = loaded.serve_http(&config.policy, listeners)?;
             log::info!(
                 "{}: serving wasi:http/proxy on {addr} from Start",
                 config.id

@@ -14,6 +14,18 @@ pub const NET_LOOKUP: &str = "wasm-shim/net-lookup";
 /// guest); no other network capability is.
 pub const HTTP_PROXY_PORT: &str = "wasm-shim/http-proxy-port";
 
+/// The wall time of one served request in milliseconds; past it the guest is stopped and the
+/// client gets `504` (node default `WASM_SHIM_REQUEST_TIME_LIMIT_MS`, else 60 s).
+pub const REQUEST_TIME_LIMIT_MS: &str = "wasm-shim/request-time-limit-ms";
+/// Requests served at once (default 100); as many more wait, the rest get `503`.
+pub const MAX_CONCURRENT_REQUESTS: &str = "wasm-shim/max-concurrent-requests";
+/// Outgoing HTTP requests one incoming request may make.
+pub const MAX_OUTGOING_REQUESTS: &str = "wasm-shim/max-outgoing-requests";
+/// `true`: one line per served request on the container's stdout.
+pub const ACCESS_LOG: &str = "wasm-shim/access-log";
+/// A second port serving the server's metrics in Prometheus text format at `/metrics`.
+pub const METRICS_PORT: &str = "wasm-shim/metrics-port";
+
 /// A sandbox profile of the node, by name: only one at least as strict as the runtime
 /// class's (or the node default's) is accepted.
 pub const PROFILE: &str = "wasm-shim/profile";
@@ -25,6 +37,11 @@ pub const ALL: &[&str] = &[
     NET_LISTEN,
     NET_LOOKUP,
     HTTP_PROXY_PORT,
+    REQUEST_TIME_LIMIT_MS,
+    MAX_CONCURRENT_REQUESTS,
+    MAX_OUTGOING_REQUESTS,
+    ACCESS_LOG,
+    METRICS_PORT,
     PROFILE,
 ];
 /// The prefix the annotations above share.

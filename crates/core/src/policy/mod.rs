@@ -160,11 +160,8 @@ impl SandboxPolicy {
             request_cap: None,
         };
 
-        let http_serve = annotations
-            .get(annotations::HTTP_PROXY_PORT)
-            .map(|v| HttpServe::parse(v))
-            .transpose()
-            .map_err(|why| annotation_error(annotations::HTTP_PROXY_PORT, why))?;
+        let http_serve = HttpServe::from_annotations(&annotations, node.default_request_time_limit)
+            .map_err(|(name, why)| annotation_error(name, why))?;
 
         if let (Some(_), Some(function)) = (&http_serve, Self::entry_function(spec)) {
             return Err(annotation_error(
@@ -716,7 +713,7 @@ mod tests {
         assert_eq!(p.http_serve, None);
         assert!(!p.needs_network());
         let p = policy(&annotated(&[(annotations::HTTP_PROXY_PORT, "8080")])).unwrap();
-        assert_eq!(p.http_serve, Some(HttpServe { port: 8080 }));
+        assert_eq!(p.http_serve.map(|s| s.port), Some(8080));
         assert!(p.needs_network(), "the pod's network, to listen in");
         assert!(p.network.is_closed(), "the guest itself gets no socket");
         assert!(!p.network.allows_bind("0.0.0.0:8080".parse().unwrap()));
