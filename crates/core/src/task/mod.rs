@@ -1,181 +1,54 @@
 //! The containerd runtime v2 task service: the ttrpc API containerd calls on the shim.
 //!
 //! One shim process may serve several containers (a pod's, grouped by the CRI sandbox id),
-//! so the service keeps a table of tasks. A task is either a Wasm container (backed by an
-//! instance process, [`container`]) or a native one (an ELF or `#!` entrypoint run by
-//! libcontainer, [`native`]); which one is decided at Create from the entrypoint file. The
-//! lifecycle bookkeeping (status, exits, events) is the same for both and lives here.
+//! so the service keeps a table of tasks ([`table`]). A task is either a Wasm container
+//! (backed by an instance process, [`container`]) or a native one (an ELF or `#!` entrypoint
+//! run by libcontainer, [`native`]); which one is decided at Create ([`create`]) from the
+//! entrypoint file. The lifecycle bookkeeping (status, exits, events) is the same for both.
 
 pub mod compile;
 mod container;
+mod create;
 mod events;
 mod metrics;
 pub mod native;
 mod rootfs;
 mod sandbox_fs;
+mod status;
 mod stdio;
+mod table;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use containerd_shim::api;
 use containerd_shim::monitor::{monitor_subscribe, ExitEvent, Subject, Topic};
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskIO, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
-use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::{Message, MessageField};
 use containerd_shim::protos::topics;
-use containerd_shim::protos::ttrpc::{self, Code};
+use containerd_shim::protos::ttrpc::Code;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
-use oci_spec::runtime::Spec;
 
 use crate::config::NodeConfig;
 use crate::error::Error;
 use crate::image_layers::Containerd;
-use crate::placement::{CgroupPlacement, ContainerCgroup, Placement};
-use crate::policy::profile;
-use crate::runtime_options::RuntimeOptions;
-use crate::source::probe_entrypoint;
-use container::{Container, CreateRequest, Status, REAP_TIMEOUT};
-use native::NativeContainer;
-use rootfs::Rootfs;
-use stdio::{OutputDrain, StdioPaths};
+use container::{Status, REAP_TIMEOUT};
+use status::{now, parse_signal, status, timestamp, unimplemented};
+use stdio::StdioPaths;
+use table::{
+    claim_early_exit, record_exit_now, take_output, Backend, Exit, Process, State, Task,
+    OUTPUT_DRAIN_LIMIT,
+};
 
 pub use compile::Compiler;
 pub use rootfs::unmount_all;
 pub use sandbox_fs::probe_source;
-
-#[derive(Clone, Copy)]
-struct Exit {
-    code: u32,
-    at: (i64, i32),
-}
-
-/// One process of a task: its init process or an exec process.
-struct Process {
-    stdio: StdioPaths,
-    /// 0 for an exec process that has not been started.
-    pid: u32,
-    status: Status,
-    exit: Option<Exit>,
-    /// Taken when the process exits: the exit is reported once its output is read.
-    output: Option<OutputDrain>,
-}
-
-impl Process {
-    fn new(stdio: StdioPaths, pid: u32) -> Self {
-        Process {
-            output: Some(OutputDrain::open(&stdio)),
-            stdio,
-            pid,
-            status: Status::Created,
-            exit: None,
-        }
-    }
-}
-
-/// How long an exit waits for containerd to read the process's output, as runc's shim
-/// waits for its output copy at Delete.
-const OUTPUT_DRAIN_LIMIT: Duration = Duration::from_secs(2);
-
-/// What runs a task's processes.
-enum Backend {
-    Wasm(Container),
-    Native(NativeContainer),
-}
-
-impl Backend {
-    fn start(&mut self) -> crate::Result<()> {
-        match self {
-            Backend::Wasm(c) => c.start(),
-            Backend::Native(c) => c.start(),
-        }
-    }
-
-    fn close_stdin(&mut self, exec_id: &str) {
-        match self {
-            Backend::Wasm(c) => c.close_stdin(),
-            Backend::Native(c) => c.close_stdin(exec_id),
-        }
-    }
-
-    fn cleanup(&mut self) -> crate::Result<()> {
-        match self {
-            Backend::Wasm(c) => c.cleanup(),
-            Backend::Native(c) => c.cleanup(),
-        }
-    }
-
-    /// Whether the Wasm guest failed at its memory limit (native: the kernel's OOM killer,
-    /// whose events containerd does not get from this shim).
-    fn hit_memory_limit(&mut self) -> bool {
-        match self {
-            Backend::Wasm(c) => c.hit_memory_limit(),
-            Backend::Native(_) => false,
-        }
-    }
-
-    /// Exec processes exist only in native containers.
-    fn native(&mut self) -> TtrpcResult<&mut NativeContainer> {
-        match self {
-            Backend::Native(c) => Ok(c),
-            Backend::Wasm(_) => Err(unimplemented("exec")),
-        }
-    }
-}
-
-struct Task {
-    id: String,
-    bundle: PathBuf,
-    init: Process,
-    execs: HashMap<String, Process>,
-    backend: Backend,
-    /// `linux.cgroupsPath`: the instance process joins it, libcontainer creates it.
-    cgroup: Option<CgroupPlacement>,
-}
-
-impl Task {
-    /// The container's cgroup, for Pids, Stats, Update and its removal.
-    fn open_cgroup(&self) -> crate::Result<Option<ContainerCgroup>> {
-        self.cgroup
-            .as_ref()
-            .map(|cg| ContainerCgroup::open(cg, &self.id))
-            .transpose()
-    }
-
-    /// The init process for an empty `exec_id`, else that exec process.
-    fn process(&self, exec_id: &str) -> TtrpcResult<&Process> {
-        if exec_id.is_empty() {
-            return Ok(&self.init);
-        }
-        self.execs
-            .get(exec_id)
-            .ok_or_else(|| not_found(&format!("{}/{exec_id}", self.id)))
-    }
-
-    fn process_mut(&mut self, exec_id: &str) -> TtrpcResult<&mut Process> {
-        if exec_id.is_empty() {
-            return Ok(&mut self.init);
-        }
-        let id = &self.id;
-        self.execs
-            .get_mut(exec_id)
-            .ok_or_else(|| not_found(&format!("{id}/{exec_id}")))
-    }
-}
-
-#[derive(Default)]
-struct State {
-    containers: HashMap<String, Task>,
-    /// Exits of processes not (or no longer) known as a task's process, kept briefly in case
-    /// the exit overtakes the process's registration.
-    unclaimed: HashMap<u32, (Exit, Instant)>,
-}
 
 /// Makes the compiler on first use, so that a broken engine set-up fails a Create with its
 /// reason instead of killing the shim at start.
@@ -258,235 +131,6 @@ impl TaskService {
         }
         let made = (self.make_compiler)()?;
         Ok(self.compiler.get_or_init(|| made))
-    }
-
-    /// Mount the rootfs, look at the entrypoint in it and create the Wasm or native task.
-    fn create_backend(
-        &self,
-        req: &api::CreateTaskRequest,
-        stdio: &StdioPaths,
-    ) -> crate::Result<(Backend, u32, Option<CgroupPlacement>)> {
-        let bundle = Path::new(&req.bundle);
-        let spec = crate::bundle::load_spec(bundle)?;
-        let placement = Placement::from_spec(&spec)?;
-        let options = RuntimeOptions::from_any(req.options.as_ref())?;
-        let annotations = spec.annotations().clone().unwrap_or_default();
-        let profile = profile::choose(&annotations, &options, &self.node)?;
-        let rootfs = Rootfs::mount(bundle, &req.rootfs)?;
-        if runs_natively(&req.id, &spec, bundle)? {
-            // A profile confines Wasm guests; a native process would escape it. The pod's
-            // pause container (containerd 1.x) is the runtime's own and runs natively.
-            if let Some(chosen) = profile.filter(|_| !is_pod_sandbox(&annotations)) {
-                return Err(Error::Denied(format!(
-                    "permission denied: the entrypoint is a native program, and profile {} runs WebAssembly only",
-                    chosen.profile.name
-                )));
-            }
-            let (c, pid) = NativeContainer::create(
-                &req.id,
-                bundle,
-                &spec,
-                placement.cgroup.as_ref(),
-                rootfs,
-                stdio,
-                &self.node.instance_env,
-            )?;
-            return Ok((Backend::Native(c), pid, placement.cgroup));
-        }
-        if let Some(chosen) = &profile {
-            log::info!(
-                "{}: sandbox profile {} (chosen by {})",
-                req.id,
-                chosen.profile.name,
-                chosen.chosen_by
-            );
-        }
-        let c = Container::create(
-            CreateRequest {
-                id: &req.id,
-                bundle,
-                spec: &spec,
-                placement: &placement,
-                stdio,
-                terminal: req.terminal,
-                containerd: &self.containerd,
-                profile: profile.as_ref(),
-            },
-            rootfs,
-            self.compiler()?,
-            &self.node,
-        )?;
-        let pid = c.pid;
-        Ok((Backend::Wasm(c), pid, placement.cgroup))
-    }
-}
-
-/// The pause container of a CRI pod.
-fn is_pod_sandbox(annotations: &HashMap<String, String>) -> bool {
-    annotations
-        .get("io.kubernetes.cri.container-type")
-        .is_some_and(|t| t == "sandbox")
-}
-
-/// Whether the container's entrypoint, found in its rootfs, is an ELF binary or a `#!`
-/// script. A file of no known kind is an error that says so; an entrypoint that is not in
-/// the rootfs (it may sit in a mount) is left to the Wasm path, which reports what is wrong.
-fn runs_natively(id: &str, spec: &Spec, bundle: &Path) -> crate::Result<bool> {
-    let Some(process) = spec.process() else {
-        return Ok(false);
-    };
-    let root = spec
-        .root()
-        .as_ref()
-        .map(|r| bundle.join(r.path()))
-        .unwrap_or_else(|| bundle.join("rootfs"));
-    match probe_entrypoint(process, &root) {
-        Ok((path, kind)) => {
-            log::info!("{id}: entrypoint {path} is {kind:?}");
-            Ok(kind.is_native())
-        }
-        Err(e @ Error::NotWasm { .. }) => Err(e),
-        Err(e) => {
-            log::debug!("{id}: {e}; trying it as Wasm");
-            Ok(false)
-        }
-    }
-}
-
-impl State {
-    fn container(&self, id: &str) -> TtrpcResult<&Task> {
-        self.containers.get(id).ok_or_else(|| not_found(id))
-    }
-
-    fn container_mut(&mut self, id: &str) -> TtrpcResult<&mut Task> {
-        self.containers.get_mut(id).ok_or_else(|| not_found(id))
-    }
-}
-
-fn record_exit_now(state: &(Mutex<State>, Condvar), pid: u32, exit: Exit, events: &events::Events) {
-    let (lock, cvar) = state;
-    record_exit(&mut lock.lock().unwrap(), pid, exit, events);
-    cvar.notify_all();
-}
-
-/// The output of the running process `pid`, to drain before its exit is recorded.
-fn take_output(st: &mut State, pid: u32) -> Option<OutputDrain> {
-    st.containers.values_mut().find_map(|t| {
-        std::iter::once(&mut t.init)
-            .chain(t.execs.values_mut())
-            .find(|p| p.pid == pid && p.status == Status::Running)
-            .and_then(|p| p.output.take())
-    })
-}
-
-fn record_exit(st: &mut State, pid: u32, exit: Exit, events: &events::Events) {
-    let found = st.containers.values_mut().find_map(|t| {
-        if t.init.pid == pid && t.init.status != Status::Stopped {
-            return Some((t.id.clone(), String::new(), &mut t.init));
-        }
-        t.execs
-            .iter_mut()
-            .find(|(_, p)| p.pid == pid && p.status == Status::Running)
-            .map(|(exec_id, p)| (t.id.clone(), exec_id.clone(), p))
-    });
-    let Some((id, exec_id, process)) = found else {
-        st.unclaimed
-            .retain(|_, (_, t)| t.elapsed() < Duration::from_secs(60));
-        st.unclaimed.insert(pid, (exit, Instant::now()));
-        return;
-    };
-    process.status = Status::Stopped;
-    process.exit = Some(exit);
-    if exec_id.is_empty() {
-        log::info!("{id}: process {pid} exited with status {}", exit.code);
-    } else {
-        log::info!(
-            "{id}: exec {exec_id} ({pid}) exited with status {}",
-            exit.code
-        );
-    }
-    let oom = exec_id.is_empty()
-        && st
-            .containers
-            .get_mut(&id)
-            .is_some_and(|t| t.backend.hit_memory_limit());
-    if oom {
-        log::info!("{id}: the guest failed at its memory limit");
-        // CRI reports the container's reason as OOMKilled on this event, as for runc.
-        events.send(
-            topics::TASK_OOM_EVENT_TOPIC,
-            TaskOOM {
-                container_id: id.clone(),
-                ..Default::default()
-            },
-        );
-    }
-    events.send(
-        topics::TASK_EXIT_EVENT_TOPIC,
-        TaskExit {
-            container_id: id.clone(),
-            id: if exec_id.is_empty() { id } else { exec_id },
-            pid,
-            exit_status: exit.code,
-            exited_at: MessageField::some(timestamp(exit.at)),
-            ..Default::default()
-        },
-    );
-}
-
-/// Register `pid` as started and collect an exit that overtook the registration.
-fn claim_early_exit(st: &mut State, pid: u32, events: &events::Events) {
-    if let Some((exit, _)) = st.unclaimed.remove(&pid) {
-        record_exit(st, pid, exit, events);
-    }
-}
-
-fn now() -> (i64, i32) {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    (d.as_secs() as i64, d.subsec_nanos() as i32)
-}
-
-fn timestamp((seconds, nanos): (i64, i32)) -> Timestamp {
-    Timestamp {
-        seconds,
-        nanos,
-        ..Default::default()
-    }
-}
-
-fn status(code: Code, message: impl Into<String>) -> ttrpc::Error {
-    ttrpc::Error::RpcStatus(ttrpc::get_status(code, message.into()))
-}
-
-fn not_found(id: &str) -> ttrpc::Error {
-    status(Code::NOT_FOUND, format!("container {id} not found"))
-}
-
-fn unimplemented(what: &str) -> ttrpc::Error {
-    status(
-        Code::UNIMPLEMENTED,
-        format!("{what} is not supported for Wasm containers"),
-    )
-}
-
-fn parse_signal(signal: u32) -> TtrpcResult<nix::sys::signal::Signal> {
-    nix::sys::signal::Signal::try_from(signal as i32)
-        .map_err(|_| status(Code::INVALID_ARGUMENT, format!("invalid signal {signal}")))
-}
-
-impl From<Error> for ttrpc::Error {
-    fn from(e: Error) -> Self {
-        let code = match &e {
-            Error::Io { .. } | Error::Cache(_) | Error::Cgroup(_) | Error::Native { .. } => {
-                Code::INTERNAL
-            }
-            Error::Unsupported(_) => Code::UNIMPLEMENTED,
-            Error::Denied(_) => Code::PERMISSION_DENIED,
-            _ => Code::INVALID_ARGUMENT,
-        };
-        status(code, e.to_string())
     }
 }
 
