@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use e2e::cri::http_get;
 use e2e::{Ns, Output};
 
-/// The timing tests run alone: a busy neighbour would take the cores they measure.
+/// One server at a time: the timing tests measure the cores a neighbour would take.
 static ALONE: Mutex<()> = Mutex::new(());
 
 fn alone() -> std::sync::MutexGuard<'static, ()> {
@@ -187,6 +187,7 @@ fn a_memory_hungry_request_gets_500_and_the_next_succeeds() {
     if skip("a_memory_hungry_request_gets_500_and_the_next_succeeds") {
         return;
     }
+    let _alone = alone();
     let s = serve(
         "serve-memory",
         &[],
@@ -210,6 +211,7 @@ fn past_the_concurrency_bound_and_its_queue_requests_get_503() {
     if skip("past_the_concurrency_bound_and_its_queue_requests_get_503") {
         return;
     }
+    let _alone = alone();
     let s = serve(
         "serve-bound",
         &[
@@ -264,6 +266,7 @@ fn outgoing_requests_obey_the_allowlist_and_the_caps() {
     if skip("outgoing_requests_obey_the_allowlist_and_the_caps") {
         return;
     }
+    let _alone = alone();
     let (port, served) = upstream();
     let allowed = format!("127.0.0.1:{port}");
     let s = serve(
@@ -307,6 +310,7 @@ fn without_an_allowlist_outgoing_requests_are_denied() {
     if skip("without_an_allowlist_outgoing_requests_are_denied") {
         return;
     }
+    let _alone = alone();
     let (port, served) = upstream();
     let s = serve("serve-no-outgoing", &[], &[]);
     let (status, body) = s.get(&format!("/fetch/127.0.0.1:{port}/x"));
@@ -325,6 +329,7 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     if skip("sigterm_lets_the_request_in_flight_finish_then_exits_0") {
         return;
     }
+    let _alone = alone();
     let s = serve("serve-drain", &[], &[]);
     let addr = s.addr();
     let in_flight = get_in_thread(addr.clone(), "/sleep/1500");
@@ -350,6 +355,7 @@ fn the_access_log_and_the_metrics_port_say_what_happened() {
     if skip("the_access_log_and_the_metrics_port_say_what_happened") {
         return;
     }
+    let _alone = alone();
     let metrics_port = free_port();
     let s = serve(
         "serve-observe",
