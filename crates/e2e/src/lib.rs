@@ -1220,6 +1220,27 @@ pub fn assert_nothing_left(ns: &Ns, c: &Container) {
     );
 }
 
+/// A server on the host's loopback that answers each connection `200 ok` (HTTP/1.1, then
+/// closes) and counts the connections: the upstream of the network allowlist tests.
+pub fn counting_http_server() -> (u16, std::sync::Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let port = listener.local_addr().expect("its address").port();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            seen.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n",
+            );
+        }
+    });
+    (port, count)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,11 +2,8 @@
 //! options a RuntimeClass's containerd entry sends (`ConfigPath`): each capability a profile
 //! bounds ends with the documented words, on the container's stderr and in the shim log.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use e2e::{host_dir, shim_binary, shim_lines, state_dir, Ns, Output, Run};
 
@@ -219,24 +216,6 @@ fn a_native_entrypoint_is_refused_under_a_profile() {
     );
 }
 
-/// A server on the host's loopback that answers each connection `200` and counts them.
-fn counting_server() -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let count = Arc::new(AtomicUsize::new(0));
-    let seen = count.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            seen.fetch_add(1, Ordering::SeqCst);
-            let mut buf = [0u8; 512];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nok\n");
-        }
-    });
-    (port, count)
-}
-
 #[test]
 fn hosts_outside_the_profile_are_refused_and_the_request_cap_holds() {
     if e2e::capabilities::skip_unless_runtime_has(
@@ -247,7 +226,7 @@ fn hosts_outside_the_profile_are_refused_and_the_request_cap_holds() {
     }
     let ns = Ns::new("profile-net");
     let dir = host_dir("profile-net");
-    let (port, served) = counting_server();
+    let (port, served) = e2e::counting_http_server();
     let p = profile(
         dir.path(),
         "net",
@@ -261,7 +240,7 @@ fn hosts_outside_the_profile_are_refused_and_the_request_cap_holds() {
         .args(["/cri.wasm", "connect", &target, "3"])
         .rm("capped");
     out.assert_code(connect_failed());
-    assert_eq!(out.stdout.matches("HTTP/1.0 200").count(), 2, "{out}");
+    assert_eq!(out.stdout.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
     says(&out, "network request limit of 2 reached");
     assert_eq!(served.load(Ordering::SeqCst), 2);
 

@@ -4,10 +4,9 @@
 //! and the metrics port say what happened. The server runs in the foreground (`ctr run
 //! --rm`) in a thread, so its stdout and stderr are the test's to read once it stopped.
 
-use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -241,33 +240,13 @@ fn past_the_concurrency_bound_and_its_queue_requests_get_503() {
     s.stop().assert_success();
 }
 
-/// A server on the host's loopback that answers each connection `200 ok` and counts them.
-fn upstream() -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let count = Arc::new(AtomicUsize::new(0));
-    let seen = count.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            seen.fetch_add(1, Ordering::SeqCst);
-            let mut buf = [0u8; 2048];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n",
-            );
-        }
-    });
-    (port, count)
-}
-
 #[test]
 fn outgoing_requests_obey_the_allowlist_and_the_caps() {
     if skip("outgoing_requests_obey_the_allowlist_and_the_caps") {
         return;
     }
     let _alone = alone();
-    let (port, served) = upstream();
+    let (port, served) = e2e::counting_http_server();
     let allowed = format!("127.0.0.1:{port}");
     let s = serve(
         "serve-outgoing",
@@ -311,7 +290,7 @@ fn without_an_allowlist_outgoing_requests_are_denied() {
         return;
     }
     let _alone = alone();
-    let (port, served) = upstream();
+    let (port, served) = e2e::counting_http_server();
     let s = serve("serve-no-outgoing", &[], &[]);
     let (status, body) = s.get(&format!("/fetch/127.0.0.1:{port}/x"));
     assert_eq!((status, body.as_str()), (200, "error HttpRequestDenied\n"));
