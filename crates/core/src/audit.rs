@@ -86,13 +86,11 @@ fn parse(args: &[String]) -> Result<Args, String> {
 fn effective(args: &Args, node: &NodeConfig) -> crate::Result<SandboxPolicy> {
     let spec = crate::bundle::load_spec_file(&args.spec)?;
     let options = RuntimeOptions {
-        config_path: args.profile.as_deref().map(|p| {
-            if p.contains('/') {
-                PathBuf::from(p)
-            } else {
-                node.profile_dir.join(format!("{p}.toml"))
-            }
-        }),
+        config_path: match args.profile.as_deref() {
+            Some(file) if file.contains('/') => Some(PathBuf::from(file)),
+            Some(name) => Some(profile::path_of(name, &node.profile_dir)?),
+            None => None,
+        },
     };
     let annotations = spec.annotations().clone().unwrap_or_default();
     let chosen = profile::choose(&annotations, &options, node)?;

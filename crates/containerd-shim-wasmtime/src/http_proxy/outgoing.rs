@@ -21,9 +21,9 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 pub struct Outgoing {
     network: Arc<NetworkPolicy>,
-    /// Outgoing requests this incoming request may still make (`None`: no cap).
-    left: Option<u32>,
+    /// Outgoing requests this incoming request may make (`None`: no cap), and has made.
     max: Option<u32>,
+    made: u32,
     deadline: Instant,
 }
 
@@ -31,8 +31,8 @@ impl Outgoing {
     pub fn new(network: Arc<NetworkPolicy>, max: Option<u32>, deadline: Instant) -> Self {
         Outgoing {
             network,
-            left: max,
             max,
+            made: 0,
             deadline,
         }
     }
@@ -50,16 +50,13 @@ impl WasiHttpHooks for Outgoing {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = wasmtime_wasi_http::Result<Sent>> + Send> {
-        if let Some(left) = &mut self.left {
-            if *left == 0 {
-                notice::refused(&format!(
-                    "outgoing request limit of {} per request reached",
-                    self.max.unwrap_or_default()
-                ));
-                return Box::new(async { Err(Error::HttpRequestDenied) });
-            }
-            *left -= 1;
+        if let Some(max) = self.max.filter(|max| self.made >= *max) {
+            notice::refused(&format!(
+                "outgoing request limit of {max} per request reached"
+            ));
+            return Box::new(async { Err(Error::HttpRequestDenied) });
         }
+        self.made += 1;
         let network = self.network.clone();
         let deadline = self.deadline;
         Box::new(async move { send(request, &network, options, deadline).await })

@@ -91,7 +91,7 @@ fn glob_covers(pattern: &str, name: &str) -> bool {
 }
 
 /// A profile name is a file name in the profile folder, nothing that could leave it.
-fn path_of(name: &str, dir: &Path) -> Result<PathBuf> {
+pub fn path_of(name: &str, dir: &Path) -> Result<PathBuf> {
     let valid = !name.is_empty()
         && !name.starts_with('.')
         && name

@@ -137,7 +137,6 @@ pub fn narrow(
 
     // The rootfs (`/`, the first preopen) is the image itself, not a mount.
     let mut refused = None;
-    let mut withheld_hosts = Vec::new();
     let mounts = policy
         .preopens
         .iter_mut()
@@ -164,18 +163,16 @@ pub fn narrow(
             "permission denied: {path} is not allowed by profile {name}"
         )));
     }
+    // `/` is never a runtime mount: the rootfs stays first.
     let withheld = |path: &String| narrowed.withheld_mounts.contains(path);
-    for p in policy
-        .preopens
-        .iter()
-        .skip(1)
-        .filter(|p| withheld(&p.guest_path))
-    {
-        withheld_hosts.push(p.host_path.clone());
-    }
-    let root = policy.preopens.remove(0);
-    policy.preopens.retain(|p| !withheld(&p.guest_path));
-    policy.preopens.insert(0, root);
+    let mut withheld_hosts = Vec::new();
+    policy.preopens.retain(|p| {
+        let keep = !withheld(&p.guest_path);
+        if !keep {
+            withheld_hosts.push(p.host_path.clone());
+        }
+        keep
+    });
     policy
         .scratch
         .retain(|s| !withheld_hosts.contains(&s.host_path));
