@@ -41,6 +41,14 @@
 #                     start when it exists (default <repo>/test-images/out/pause.tar)
 #   CTD_CNI_BIN_DIR   CNI plugins (default /usr/lib/cni: Debian's
 #                     containernetworking-plugins)
+#   CTD_CNI_PREFIX    prefix length of the pod subnet, 16 to 24 (default 24: a
+#                     /24, addresses .10 to .250, about 240 pods). A shorter one
+#                     (e.g. 20: a /20, 16 /24s, about 4000 addresses) is for
+#                     density runs (scripts/bench-density); its range runs from
+#                     .10 of its first /24 to .250 of its last. A Linux bridge
+#                     takes at most 1024 ports (BR_MAX_PORTS), one veth per
+#                     pod, so 1000 pods at a time fit on the one bridge, not
+#                     many more, whatever the subnet.
 #
 # CRI (CTD_ENABLE_CRI=1): containerd 1.x gets `io.containerd.grpc.v1.cri`
 # (config version 2), 2.x `io.containerd.cri.v1.runtime` (runtimes, CNI),
@@ -52,11 +60,11 @@
 # edge-strict / edge-moderate of WASM_SHIM_PROFILE_DIR.
 # `restrict_oom_score_adj = true`, since root here lacks CAP_SYS_RESOURCE.
 # The pod network is private to this containerd: a CNI bridge + host-local
-# network (bridge, network name, /24 subnet and IPAM data dir of its own,
+# network (bridge, network name, subnet (a /24 unless CTD_CNI_PREFIX) and IPAM data dir of its own,
 # no iptables rules), its conf dir under DIR. ctd_start also exports
 #   CTD_CNI_NETWORK   network name (also the host-local folder's name)
 #   CTD_CNI_BRIDGE    bridge interface name
-#   CTD_CNI_SUBNET    e.g. 10.231.17.0/24
+#   CTD_CNI_SUBNET    e.g. 10.201.17.0/24 (10.201.16.0/20 with CTD_CNI_PREFIX=20)
 #   CTD_CNI_DATA_DIR  host-local's lease folder (DIR/cni/ipam)
 #   CTD_CGROUP_PARENT a cgroup (e.g. /ctd-1a2b3c4d) under which pods should put
 #                     their cgroup_parent; ctd_stop removes it
@@ -269,24 +277,40 @@ ctd__cri_setup() {
         return 1
     fi
     ctd__cri_names "$dir"
-    # A /24 of 10.200.0.0/13 that no route of this host covers yet, picked from
-    # DIR's hash so that concurrent private containerds do not collide.
-    local h n i subnet="" routes
+    local plen="${CTD_CNI_PREFIX:-24}"
+    if [[ ! "$plen" =~ ^[0-9]+$ ]] || ((plen < 16 || plen > 24)); then
+        ctd_log "CTD_CNI_PREFIX must be a prefix length from 16 to 24 (got '$plen')"
+        return 1
+    fi
+    # A /PLEN (a /24 by default) of 10.200.0.0/13 none of whose /24s a route of
+    # this host covers yet, picked from DIR's hash so that concurrent private
+    # containerds do not collide; a shorter prefix is aligned to its size.
+    local blocks=$((1 << (24 - plen)))
+    local h n i j subnet="" routes free
     h="$(printf '%s' "$dir" | sha256sum | cut -c1-4)"
     routes="$(ip -4 route show 2>/dev/null)"
     for ((i = 0; i < 64; i++)); do
-        n=$(((0x$h + i * 97) % 2048))
-        local cand="10.$((200 + n / 256)).$((n % 256)).0/24"
-        if ! grep -qF "${cand%.0/24}." <<<"$routes"; then
-            subnet="$cand"
+        n=$(((0x$h + i * 97) % 2048 / blocks * blocks))
+        free=1
+        for ((j = n; j < n + blocks; j++)); do
+            if grep -qF "10.$((200 + j / 256)).$((j % 256))." <<<"$routes"; then
+                free=0
+                break
+            fi
+        done
+        if ((free)); then
+            subnet="10.$((200 + n / 256)).$((n % 256)).0/$plen"
             break
         fi
     done
     if [[ -z "$subnet" ]]; then
-        ctd_log "no free /24 in 10.200.0.0/13 for the pod network"
+        ctd_log "no free /$plen in 10.200.0.0/13 for the pod network"
         return 1
     fi
-    local prefix="${subnet%.0/24}"
+    # First and last /24 of the subnet: the gateway and the range's start are in
+    # the first, the range's end in the last (the same /24 for a /24).
+    local prefix="10.$((200 + n / 256)).$((n % 256))"
+    local last="10.$((200 + (n + blocks - 1) / 256)).$(((n + blocks - 1) % 256))"
     mkdir -p "$dir/cni/net.d" "$dir/cni/ipam"
     echo "$subnet" >"$dir/cni/subnet"
     cat /proc/sys/net/ipv4/ip_forward >"$dir/cni/ip_forward" 2>/dev/null
@@ -304,7 +328,7 @@ ctd__cri_setup() {
       "ipam": {
         "type": "host-local",
         "dataDir": "$dir/cni/ipam",
-        "ranges": [[{ "subnet": "$subnet", "rangeStart": "$prefix.10", "rangeEnd": "$prefix.250", "gateway": "$prefix.1" }]],
+        "ranges": [[{ "subnet": "$subnet", "rangeStart": "$prefix.10", "rangeEnd": "$last.250", "gateway": "$prefix.1" }]],
         "routes": [{ "dst": "0.0.0.0/0" }]
       }
     }
@@ -388,10 +412,12 @@ ctd__cri_cleanup() {
     local dir="$1"
     [[ -f "$dir/cni/subnet" ]] || return 0
     ctd__cri_names "$dir"
-    local prefix="${CTD_CNI_SUBNET%.0/24}." ns
+    local ns patterns
+    # " inet 10.a.b." for each /24 of the subnet (one for a /24).
+    patterns="$(ctd__subnet_24s "$CTD_CNI_SUBNET" | sed 's/^/ inet /')"
     # Network namespaces of its pods: those with an address of the subnet.
     for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
-        if ip -n "$ns" -4 -o addr show 2>/dev/null | grep -qF " inet $prefix"; then
+        if ip -n "$ns" -4 -o addr show 2>/dev/null | grep -qF -- "$patterns"; then
             ctd_log "removing network namespace $ns of a pod"
             ip netns delete "$ns" 2>/dev/null || ctd_log "could not remove network namespace $ns"
         fi
@@ -428,6 +454,16 @@ ctd__cri_cleanup() {
         fi
     fi
     unset CTD_CNI_NETWORK CTD_CNI_BRIDGE CTD_CNI_SUBNET CTD_CNI_DATA_DIR CTD_CGROUP_PARENT
+}
+
+# ctd__subnet_24s A.B.C.D/PLEN: "A.B.C." of each /24 in the subnet (PLEN 16 to 24), one a line.
+ctd__subnet_24s() {
+    local net="${1%/*}" plen="${1#*/}" a b c _ k
+    IFS=. read -r a b c _ <<<"$net"
+    [[ "$plen" =~ ^[0-9]+$ ]] && ((plen >= 16 && plen <= 24)) || plen=24
+    for ((k = 0; k < (1 << (24 - plen)); k++)); do
+        echo "$a.$b.$((c + k))."
+    done
 }
 
 ctd_restart() {
