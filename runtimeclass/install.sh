@@ -706,6 +706,10 @@ if tables:
     for name, rtype, wasm, config_path in tables:
         out.append(f'[plugins."{plugin}".containerd.runtimes.{name}]')
         out.append(f'  runtime_type = "{rtype}"')
+        if wasm and version == 3 and not config_path:
+            # containerd 2.x: the shim holds the pod's sandbox, no pause container.
+            # (2.1 cannot give a runtime with options to a shim-held pod's task.)
+            out.append('  sandboxer = "shim"')
         if wasm:
             out.append('  pod_annotations = ["wasm-shim/*"]')
         if config_path:

@@ -36,6 +36,10 @@
 #   CTD_ENABLE_CRI    set to 1 to enable and configure the CRI plugin (default:
 #                     disabled, the ctr-only suites do not need it). See "CRI"
 #                     below.
+#   CTD_SANDBOXER     on containerd 2.x, who holds a Wasm pod's sandbox: "shim"
+#                     (default: `sandboxer = "shim"` on the wasmtime and wasmedge
+#                     runtimes, so their pods have no pause container) or
+#                     "podsandbox" (containerd's pause container, as on 1.x)
 #   CTD_SANDBOX_IMAGE pause image of CRI pods (default localhost/test/pause:latest)
 #   CTD_SANDBOX_TAR   OCI tarball of it, imported into the k8s.io namespace at
 #                     start when it exists (default <repo>/test-images/out/pause.tar)
@@ -342,6 +346,14 @@ JSON
     else
         cri='plugins."io.containerd.grpc.v1.cri"'
     fi
+    # containerd 2.x: the shims hold their pods' sandboxes themselves (Sandbox API), so a
+    # Wasm pod has no pause container. Not for the profile runtimes below: 2.1 cannot
+    # hand a runtime with an options table to a shim-held pod's task (containerd PR 12986).
+    local sandboxer=""
+    if ((major >= 2)) && [[ "${CTD_SANDBOXER:-shim}" == shim ]]; then
+        sandboxer="
+      sandboxer = \"shim\""
+    fi
     runtimes="  [$cri.containerd]
     default_runtime_name = \"runc\"
     [$cri.containerd.runtimes.runc]
@@ -349,11 +361,11 @@ JSON
       [$cri.containerd.runtimes.runc.options]
         SystemdCgroup = false
     [$cri.containerd.runtimes.wasmtime]
-      runtime_type = \"io.containerd.wasmtime.v1\"
+      runtime_type = \"io.containerd.wasmtime.v1\"$sandboxer
       pod_annotations = [\"wasm-shim/*\"]
       container_annotations = [\"wasm-shim/*\"]
     [$cri.containerd.runtimes.wasmedge]
-      runtime_type = \"io.containerd.wasmedge.v1\"
+      runtime_type = \"io.containerd.wasmedge.v1\"$sandboxer
       pod_annotations = [\"wasm-shim/*\"]
       container_annotations = [\"wasm-shim/*\"]"
     # A RuntimeClass per engine and sandbox profile: the options name the file.

@@ -24,6 +24,9 @@ pub const PROFILE_DIR_ENV: &str = "WASM_SHIM_PROFILE_DIR";
 pub const DEFAULT_PROFILE_DIR: &str = "/etc/containerd-shim-wasm/profiles";
 /// Profile of containers whose runtime class names none (unset: no profile).
 pub const DEFAULT_PROFILE_ENV: &str = "WASM_SHIM_DEFAULT_PROFILE";
+/// How many shim servers a node's Wasm pods share, per runtime and containerd namespace
+/// (default 1: one shim per node). A pod's containers always share one.
+pub const SHIMS_PER_NODE_ENV: &str = "WASM_SHIM_SHIMS_PER_NODE";
 /// Memory of a container's limit kept for the runtime itself (engine, WASI, stacks); the
 /// guest's linear memory gets the rest.
 pub const RUNTIME_ALLOWANCE: u64 = 8 << 20;
@@ -45,6 +48,7 @@ pub struct NodeConfig {
     pub default_request_time_limit: Option<Duration>,
     pub profile_dir: PathBuf,
     pub default_profile: Option<String>,
+    pub shims_per_node: u64,
     /// The node settings instance processes see (see `keep_for_instances`).
     pub instance_env: Vec<(String, String)>,
 }
@@ -83,6 +87,7 @@ impl NodeConfig {
                 .ok()
                 .filter(|v| !v.trim().is_empty())
                 .map(|v| v.trim().to_string()),
+            shims_per_node: env_u64(SHIMS_PER_NODE_ENV).unwrap_or(1).max(1),
             instance_env: Vec::new(),
         }
     }
@@ -113,6 +118,7 @@ impl NodeConfig {
             default_request_time_limit: None,
             profile_dir: PathBuf::from(DEFAULT_PROFILE_DIR),
             default_profile: None,
+            shims_per_node: 1,
             instance_env: Vec::new(),
         }
     }

@@ -25,6 +25,8 @@ pub mod placement;
 pub mod policy;
 pub mod precompile;
 pub mod runtime_options;
+pub mod sandbox;
+mod server;
 pub mod shim;
 mod shim_log;
 pub mod source;

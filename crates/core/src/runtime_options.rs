@@ -27,6 +27,11 @@ impl RuntimeOptions {
             return Ok(Self::default());
         };
         let name = any.type_url.rsplit('/').next().unwrap_or_default();
+        // A task of a pod whose sandbox this shim holds (containerd 2.x, `sandboxer =
+        // "shim"`): containerd hands it runc's options, carrying only the task API address.
+        if name == RUNC_OPTIONS {
+            return Ok(Self::default());
+        }
         if name != TYPE_NAME {
             return Err(Error::Unsupported(format!(
                 "runtime options of type {:?}: this shim takes {TYPE_NAME} (ConfigPath = a sandbox profile)",
@@ -38,6 +43,9 @@ impl RuntimeOptions {
         })
     }
 }
+
+/// What containerd 2.x sends as task options to a task in a shim-held sandbox.
+const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
 
 /// `string type_url = 1; string config_path = 2; string config_body = 3;`
 fn decode(bytes: &[u8]) -> std::result::Result<RuntimeOptions, String> {

@@ -1,11 +1,15 @@
 //! The shim binary: containerd's `start` / `delete` actions and the ttrpc server, plus the
-//! subcommands the server runs itself as (`instance`, `compile-artifact`) and the node
-//! commands `compile` (fill the node cache), `policy` (print a container's sandbox) and
-//! `capabilities`.
+//! subcommands the server runs itself as (`zygote`, `compile-artifact`, the native helper)
+//! and the node commands `compile` (fill the node cache), `policy` (print a container's
+//! sandbox) and `capabilities`.
+//!
+//! One server serves all the Wasm pods of a node (per runtime and containerd namespace;
+//! `WASM_SHIM_SHIMS_PER_NODE` splits them by pod): `start` returns the running server's
+//! address, and the server outlives its last container by [`LINGER`], so a pod that comes
+//! right after finds it.
 
 use std::io::Read;
 use std::marker::PhantomData;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,18 +27,17 @@ use crate::{audit, instance, precompile, shim_log};
 
 /// CRI groups a pod's containers under one shim with this annotation.
 const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
-/// The instance's pid, for `delete` after a shim crash.
+/// The instance's pid and start time, for `delete` after a shim crash.
 pub const PID_FILE: &str = "instance.pid";
+/// How long a server with no containers left waits for another before it exits.
+pub const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Run the shim binary of engine `E`; `runtime_id` is e.g. `io.containerd.wasmtime.v1`.
 pub fn main<E: Engine>(runtime_id: &str) {
     let args: Vec<String> = std::env::args().collect();
     let node = NodeConfig::from_env();
     let code = match args.get(1).map(String::as_str) {
-        Some(instance::SUBCOMMAND) if args.len() == 3 => {
-            shim_log::init_fifo_logger(node.log_level);
-            instance::run::<E>(Path::new(&args[2]))
-        }
+        Some(instance::zygote::SUBCOMMAND) => instance::zygote::main::<E>(node.log_level),
         Some(compile::SUBCOMMAND) => {
             // The shim's log, as for an instance: what the engine says while compiling.
             shim_log::init_fifo_logger(node.log_level);
@@ -63,8 +66,18 @@ pub fn main<E: Engine>(runtime_id: &str) {
                 default_log_level: node.log_level.to_string().to_lowercase(),
                 ..Default::default()
             };
-            containerd_shim::run::<WasmShim<E>>(runtime_id, Some(config));
-            0
+            let args_os: Vec<std::ffi::OsString> = std::env::args_os().collect();
+            match containerd_shim::parse(&args_os[1..]) {
+                // No action: the server (ours, with the Sandbox service beside the Task one).
+                Ok(flags) if flags.action.is_empty() => {
+                    crate::server::run::<E>(runtime_id, flags, config)
+                }
+                // `start` and `delete`, through containerd-shim.
+                _ => {
+                    containerd_shim::run::<WasmShim<E>>(runtime_id, Some(config));
+                    0
+                }
+            }
         }
     };
     std::process::exit(code);
@@ -133,7 +146,15 @@ pub struct WasmShim<E> {
     /// The ttrpc socket this server listens on (`unix:///run/containerd/s/...`).
     socket: String,
     exit: Arc<ExitSignal>,
+    /// Pods whose sandbox this shim holds (containerd 2.x), shared by both services.
+    pods: Arc<crate::sandbox::Pods>,
     engine: PhantomData<fn() -> E>,
+}
+
+impl<E> WasmShim<E> {
+    pub fn pods(&self) -> Arc<crate::sandbox::Pods> {
+        self.pods.clone()
+    }
 }
 
 impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
@@ -146,19 +167,27 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
             address: args.address.clone(),
             socket: args.socket.clone(),
             exit: Arc::default(),
+            pods: Arc::default(),
             engine: PhantomData,
         }
     }
 
     fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
         // containerd runs `start` in the bundle folder.
-        let grouping = crate::bundle::annotations(Path::new("."))
+        let pod = crate::bundle::annotations(Path::new("."))
             .remove(SANDBOX_ID_ANNOTATION)
             .unwrap_or_else(|| opts.id.clone());
+        let grouping = server_group(E::NAME, &pod, NodeConfig::from_env().shims_per_node);
+        let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &grouping);
+        // Before any thread starts (the ttrpc client below has one): every thread of `start`
+        // must have them blocked.
+        block_signals_until_exit();
+        // A running server is told a container is coming, so that it does not exit between
+        // this answer and containerd's Create.
+        claim_running_server(&address, &opts.id);
         let (_, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
         // containerd reconnects through this file after it restarts (1.6 reads nothing else).
         containerd_shim::util::write_address(&address)?;
-        block_signals_until_exit();
         Ok(address)
     }
 
@@ -235,15 +264,45 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
             }),
             node,
             self.exit.clone(),
+            self.pods.clone(),
         )
     }
 }
 
-/// The rest of `start` runs with its signals blocked. The framework then drops its signal
-/// handlers, closing their socket first: a SIGCHLD (the server child just exited) arriving in
+/// The server a pod's containers go to: one of `servers` per node for this engine, by the
+/// pod's id. (containerd names a server's socket by its namespace and this group only.)
+fn server_group(engine: &str, pod: &str, servers: u64) -> String {
+    if servers <= 1 {
+        return format!("{engine}-pods");
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(pod.as_bytes());
+    let n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) % servers;
+    format!("{engine}-pods-{n}")
+}
+
+/// Ask the server at `address`, if one runs, for the task `id`: it does not know it yet, but
+/// the request keeps it from exiting for [`LINGER`] more.
+fn claim_running_server(address: &str, id: &str) {
+    use containerd_shim::protos::shim::shim_ttrpc::TaskClient;
+    let Ok(client) = containerd_shim::protos::ttrpc::Client::connect(address) else {
+        return;
+    };
+    let request = containerd_shim::api::ConnectRequest {
+        id: id.to_string(),
+        ..Default::default()
+    };
+    let _ = TaskClient::new(client).connect(
+        containerd_shim::protos::ttrpc::context::with_timeout(1_000_000_000),
+        &request,
+    );
+}
+
+/// `start` runs with its signals blocked. The framework drops its signal handlers at the
+/// end, closing their socket first: a SIGCHLD (the server child just exited) arriving in
 /// between made the handler's write raise SIGPIPE, whose handler wrote again, forever, and
-/// containerd's StartContainer hung until it killed `start`. Only now, with the server child
-/// spawned: a child inherits the mask, and the server needs its signals.
+/// containerd's StartContainer hung until it killed `start`. The server child inherits the
+/// mask and clears it first thing (`server::serve`).
 fn block_signals_until_exit() {
     use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
     if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), None) {
@@ -268,22 +327,34 @@ fn remove_orphan_cgroup(bundle: &Path, id: &str) {
     }
 }
 
+/// Record the instance's pid with its start time, so that `delete` after a shim crash kills
+/// that process and never another that got its pid since.
+pub fn write_pid_file(bundle: &Path, pid: u32) -> crate::Result<()> {
+    use crate::error::IoContext;
+    let path = bundle.join(PID_FILE);
+    let started = start_time(pid).unwrap_or_default();
+    std::fs::write(&path, format!("{pid} {started}"))
+        .io_context(|| format!("writing {}", path.display()))
+}
+
+/// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks since boot.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; it ends at the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 fn kill_orphan_instance(bundle: &Path) {
-    let Some(pid) = std::fs::read_to_string(bundle.join(PID_FILE))
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-    else {
-        return;
-    };
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let ours = cmdline
-        .split(|b| *b == 0)
-        .any(|arg| Path::new(std::ffi::OsStr::from_bytes(arg)) == bundle);
-    if ours {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+    let recorded = std::fs::read_to_string(bundle.join(PID_FILE)).unwrap_or_default();
+    let mut fields = recorded.split_whitespace().map(|f| f.parse::<u64>().ok());
+    if let (Some(Some(pid)), Some(Some(started))) = (fields.next(), fields.next()) {
+        if start_time(pid as u32) == Some(started) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
     let _ = std::fs::remove_file(bundle.join(PID_FILE));
 }

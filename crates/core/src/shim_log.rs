@@ -6,10 +6,15 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::sync::Mutex;
 
+/// Where lines go: a bundle's `log` FIFO. One shim serves many bundles, and containerd stops
+/// reading a bundle's FIFO when that task is deleted, so the FIFO can be switched
+/// ([`use_bundle_log`]).
+static OUT: Mutex<Option<File>> = Mutex::new(None);
+
 struct FifoLogger {
-    out: Mutex<File>,
     level: log::LevelFilter,
 }
 
@@ -29,8 +34,10 @@ impl log::Log for FifoLogger {
             record.args().to_string().replace('"', "'"),
             std::process::id()
         );
-        if let Ok(mut out) = self.out.lock() {
-            let _ = out.write_all(line.as_bytes());
+        if let Ok(mut out) = OUT.lock() {
+            if let Some(out) = out.as_mut() {
+                let _ = out.write_all(line.as_bytes());
+            }
         }
     }
 
@@ -38,23 +45,33 @@ impl log::Log for FifoLogger {
 }
 
 /// Log to `./log` (the shim's log FIFO in its working directory) when it can be opened
-/// without blocking; otherwise logging is off.
+/// without blocking; otherwise logging is off until [`use_bundle_log`] finds a reader.
 pub fn init_fifo_logger(level: log::LevelFilter) {
-    let Ok(out) = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open("log")
-    else {
-        return;
-    };
-    if log::set_boxed_logger(Box::new(FifoLogger {
-        out: Mutex::new(out),
-        level,
-    }))
-    .is_ok()
-    {
+    use_log_fifo(Path::new("log"));
+    if log::set_boxed_logger(Box::new(FifoLogger { level })).is_ok() {
         log::set_max_level(level);
     }
+}
+
+/// From now on, log to `bundle`'s `log` FIFO, if containerd is reading it; returns whether it
+/// is. containerd reads a bundle's FIFO from the task's `start` until its Delete.
+pub fn use_bundle_log(bundle: &Path) -> bool {
+    use_log_fifo(&bundle.join("log"))
+}
+
+fn use_log_fifo(path: &Path) -> bool {
+    // Non-blocking: with no reader the open fails (ENXIO) instead of waiting for one.
+    let Ok(file) = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    else {
+        return false;
+    };
+    if let Ok(mut out) = OUT.lock() {
+        *out = Some(file);
+    }
+    true
 }
 
 /// UTC time as RFC 3339, the format containerd's own log lines use.

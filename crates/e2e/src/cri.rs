@@ -24,7 +24,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::{config, identifier, Ns};
 
-pub use api::{ContainerState, ContainerStats, ContainerStatus, PodSandboxStats};
+pub use api::{ContainerState, ContainerStats, ContainerStatus, PodSandboxState, PodSandboxStats};
 
 /// How long one CRI call may take (RunPodSandbox and StopPodSandbox with a
 /// grace period included).

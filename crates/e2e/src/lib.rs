@@ -870,6 +870,32 @@ pub fn host_dir(label: &str) -> tempfile::TempDir {
 
 /// Pids (other than this process) whose command line contains `needle`,
 /// with the command lines.
+/// The `comm` an instance process of container `id` has (`wasm:` and the id's start: the
+/// kernel keeps 15 bytes).
+pub fn instance_name(id: &str) -> String {
+    format!("wasm:{id}").chars().take(15).collect()
+}
+
+/// Processes whose `comm` is `name`, with it.
+pub fn processes_named(name: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) {
+            if comm.trim_end() == name {
+                found.push((pid, comm.trim_end().to_string()));
+            }
+        }
+    }
+    found
+}
+
 pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
     let me = std::process::id();
     let mut found = Vec::new();

@@ -168,8 +168,15 @@ fn assert_nothing_left(cri: &Cri, t: &PodTrace) {
         for m in mounts_mentioning(id) {
             left.push(format!("mount: {m}"));
         }
+        // The Wasm shim's server serves the node's pods (its command line names the
+        // container it was first started for); what a pod must not leave is its own.
         for (pid, cmd) in processes_mentioning(id) {
-            left.push(format!("process {pid}: {cmd}"));
+            if !(cmd.contains("containerd-shim-wasm") && cmd.contains("-socket")) {
+                left.push(format!("process {pid}: {cmd}"));
+            }
+        }
+        for (pid, name) in e2e::processes_named(&e2e::instance_name(id)) {
+            left.push(format!("instance process {pid}: {name}"));
         }
         if shim_socket_path("k8s.io", id).exists() {
             left.push(format!("shim socket of {id}"));
@@ -191,7 +198,10 @@ fn assert_nothing_left(cri: &Cri, t: &PodTrace) {
     }
     if std::path::Path::new(&format!("/proc/{}", t.sandbox_pid)).exists() {
         let cmd = std::fs::read(format!("/proc/{}/cmdline", t.sandbox_pid)).unwrap_or_default();
-        if String::from_utf8_lossy(&cmd).contains("pause") {
+        let comm =
+            std::fs::read_to_string(format!("/proc/{}/comm", t.sandbox_pid)).unwrap_or_default();
+        // A pause container, or the shim's holder of a pause-less pod.
+        if String::from_utf8_lossy(&cmd).contains("pause") || comm.trim_end() == "wasm-pod" {
             left.push(format!("sandbox process {}", t.sandbox_pid));
         }
     }
@@ -1343,4 +1353,141 @@ fn wasm_pod_under_a_profile_runtime_class() {
     let t = trace(&cri, &pod, &[&client, &grow]);
     pod.remove().expect("stopping and removing the pod");
     assert_nothing_left(&cri, &t);
+}
+
+/// The namespace inode a process is in, e.g. `net:[4026532301]`.
+fn namespace_of(pid: u32, kind: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|e| panic!("/proc/{pid}/ns/{kind}: {e}"))
+}
+
+/// Who holds a Wasm pod. On containerd 2.x the shim holds the sandbox itself (Sandbox API,
+/// `sandboxer = "shim"`): no pause container, a `wasm-pod` holder process in the pod's
+/// network, UTS and IPC namespaces, which the Wasm instance and a native sidecar join. On 1.x
+/// the pod has its pause container. Either way: status and stats through CRI, and Stop then
+/// Remove leave nothing.
+#[test]
+fn wasm_pod_is_held_without_a_pause_container_on_2x() {
+    let _g = shared();
+    let cri = cri();
+    let pod = Pod::run(&cri, "wasm-held", &wasm_handler()).expect("RunPodSandbox");
+    let ticker = pod
+        .start(&wasm("ticker", &["tick", "300"]))
+        .expect("starting ticker");
+    let side = pod.start(&sidecar()).expect("starting the sidecar");
+    wait_log(&pod, "ticker", "stdout", "a tick", |l| {
+        l.starts_with("tick ")
+    });
+    let t = trace(&cri, &pod, &[&ticker, &side]);
+    let holder = t.sandbox_pid;
+    let comm = std::fs::read_to_string(format!("/proc/{holder}/comm")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(
+        &std::fs::read(format!("/proc/{holder}/cmdline")).unwrap_or_default(),
+    )
+    .replace('\0', " ");
+    let (major, _) = e2e::containerd_version();
+    if major >= 2 {
+        assert_eq!(
+            comm.trim_end(),
+            "wasm-pod",
+            "sandbox pid {holder} is not the shim's holder: {cmdline}"
+        );
+        let cgroup_dir = t.cgroup_parent.trim_start_matches('/');
+        let pause: Vec<_> = processes_mentioning("pause")
+            .into_iter()
+            .filter(|(pid, _)| {
+                std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                    .unwrap_or_default()
+                    .contains(cgroup_dir)
+            })
+            .collect();
+        assert!(pause.is_empty(), "a pause process in the pod: {pause:?}");
+    } else {
+        assert!(
+            cmdline.contains("pause"),
+            "containerd {major}.x keeps the pause container, sandbox pid {holder}: {cmdline}"
+        );
+    }
+    // The instance and the sidecar live in the holder's namespaces.
+    let instance = e2e::processes_named(&e2e::instance_name(&ticker));
+    assert_eq!(instance.len(), 1, "the ticker's instance: {instance:?}");
+    let side_pid = cri
+        .container_status(&side)
+        .ok()
+        .and_then(|_| {
+            processes_mentioning("while true; do sleep 1; done")
+                .into_iter()
+                .find(|(pid, _)| namespace_of(*pid, "net") == namespace_of(holder, "net"))
+        })
+        .map(|(pid, _)| pid)
+        .expect("the sidecar's shell in the pod's network");
+    assert_eq!(
+        namespace_of(instance[0].0, "net"),
+        namespace_of(holder, "net")
+    );
+    for kind in ["uts", "ipc"] {
+        assert_eq!(
+            namespace_of(side_pid, kind),
+            namespace_of(holder, kind),
+            "{kind}"
+        );
+    }
+    let hostname = cri
+        .exec_sync(&side, &["hostname"], 10)
+        .expect("ExecSync hostname");
+    assert_eq!(hostname.stdout.trim(), pod.config.hostname, "{hostname:?}");
+    let (status, _) = cri.pod_status(&pod.id).expect("PodSandboxStatus");
+    assert_eq!(status.state, PodSandboxState::SandboxReady as i32);
+    ip_in_subnet(&t.ip);
+    let stats = cri.pod_stats(&pod.id).expect("PodSandboxStats");
+    let linux = stats.linux.expect("linux pod stats");
+    assert!(
+        linux
+            .memory
+            .and_then(|m| m.working_set_bytes)
+            .is_some_and(|w| w.value > 0),
+        "pod memory stats: {linux:?}"
+    );
+    cri.stop_pod(&pod.id).expect("StopPodSandbox");
+    let (status, _) = cri.pod_status(&pod.id).expect("PodSandboxStatus");
+    assert_eq!(status.state, PodSandboxState::SandboxNotready as i32);
+    pod.remove().expect("removing the pod");
+    assert_nothing_left(&cri, &t);
+}
+
+/// Pods created and removed in a loop, 4 at a time as kubelet would, leave nothing behind
+/// (E2E_POD_SOAK_COUNT, default 200).
+#[test]
+fn wasm_pods_created_and_removed_in_a_loop_leave_nothing() {
+    let _g = shared();
+    let count: usize = std::env::var("E2E_POD_SOAK_COUNT")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let t0 = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                let cri = cri();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if i >= count {
+                        return;
+                    }
+                    let pod = Pod::run(&cri, "wasm-soak", &wasm_handler())
+                        .unwrap_or_else(|e| panic!("pod {i}: RunPodSandbox: {e}"));
+                    let id = pod
+                        .start(&wasm("ticker", &["tick", "1000"]))
+                        .unwrap_or_else(|e| panic!("pod {i}: starting ticker: {e}"));
+                    let t = trace(&cri, &pod, &[&id]);
+                    pod.remove()
+                        .unwrap_or_else(|e| panic!("pod {i}: removing: {e}"));
+                    assert_nothing_left(&cri, &t);
+                }
+            });
+        }
+    });
+    eprintln!("{count} pods in {:.1} s", t0.elapsed().as_secs_f64());
 }

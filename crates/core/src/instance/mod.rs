@@ -1,9 +1,11 @@
-//! The instance process: one per container, a re-exec of the shim binary.
+//! The instance process: one per container, forked from the shim's [`zygote`].
 //!
-//! Like `runc init`, it is created at the task's Create: it maps the artifact and instantiates
-//! the guest, reports `ready` (or the error) on its status pipe, then blocks on its start pipe
-//! until the task's Start. A process of its own means a signal stops the guest as it would stop
-//! any process, and the shim server never holds an engine's memory.
+//! Like `runc init`, it is created at the task's Create: it enters the container's place,
+//! takes the guest's identity and instantiates the artifact the zygote has mapped, reports
+//! `ready` (or the error) on its status pipe, then blocks on its start pipe until the task's
+//! Start. A process of its own means a signal stops the guest as it would stop any process, a
+//! guest's crash or OOM kills nothing else, and the shim server never holds an engine's
+//! memory.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -14,20 +16,22 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 mod confine;
+pub(crate) mod fork;
 mod listen;
 mod net_guard;
 pub mod notice;
 pub mod request_cap;
 mod watchdog;
+pub mod zygote;
 
 pub use watchdog::EXIT_TIME_LIMIT;
 
-use crate::engine::{Engine, GuestExit};
+use crate::engine::{Engine, GuestExit, LoadedArtifact};
 use crate::placement::Placement;
 use crate::policy::SandboxPolicy;
 use crate::source::ModuleKind;
 
-/// Written into the bundle by the task service at Create, read by the instance process.
+/// Written into the bundle by the task service at Create, read by the zygote.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct InstanceConfig {
     pub id: String,
@@ -39,8 +43,6 @@ pub struct InstanceConfig {
 }
 
 pub const CONFIG_FILE: &str = "wasm-instance.json";
-/// The argument that turns the shim binary into an instance process.
-pub const SUBCOMMAND: &str = "instance";
 /// Read end of the start pipe: one byte means "run", EOF means "never run".
 pub const START_FD: RawFd = 3;
 /// Write end of the status pipe: `ready\n` or `error: <message>\n`; after the guest ran,
@@ -56,14 +58,24 @@ pub const OOM_NOTE: &str = "oom";
 /// Exit code when the guest could not be set up at all.
 pub const EXIT_SETUP: i32 = 126;
 
-/// Entry of the instance process; returns the process exit code.
-pub fn run<E: Engine>(bundle: &Path) -> i32 {
-    // SAFETY: the task service passes exactly these two fds; nothing else owns them here.
+pub fn read_config(bundle: &Path) -> anyhow::Result<InstanceConfig> {
+    use anyhow::Context;
+    let path = bundle.join(CONFIG_FILE);
+    serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Entry of the instance process, just forked, with its fds in place and its artifact
+/// mapped; `in_cgroup` when it was born in its cgroup. Returns the process exit code.
+fn run<E: Engine>(config: InstanceConfig, loaded: Box<dyn LoadedArtifact>, in_cgroup: bool) -> i32 {
+    // SAFETY: the zygote put exactly these two fds in place; nothing else owns them here.
     let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
     let mut start = unsafe { File::from_raw_fd(START_FD) };
 
     let t0 = Instant::now();
-    let prepared = match prepare::<E>(bundle) {
+    let prepared = match prepare::<E>(config, loaded, in_cgroup) {
         Ok(p) => p,
         Err(e) => {
             let _ = writeln!(status, "error: {}", one_line(&format!("{e:#}")));
@@ -126,25 +138,20 @@ struct Prepared {
     _pinned: Vec<std::os::fd::OwnedFd>,
 }
 
-fn prepare<E: Engine>(bundle: &Path) -> anyhow::Result<Prepared> {
-    use anyhow::Context;
-    let path = bundle.join(CONFIG_FILE);
-    let mut config: InstanceConfig = serde_json::from_slice(
-        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", path.display()))?;
+fn prepare<E: Engine>(
+    mut config: InstanceConfig,
+    loaded: Box<dyn LoadedArtifact>,
+    in_cgroup: bool,
+) -> anyhow::Result<Prepared> {
     notice::set_container(&config.id);
     request_cap::set(config.policy.network.request_cap);
     // First, so the kernel charges everything the engine does to the container.
     let t_enter = Instant::now();
     config
         .placement
-        .enter(&config.id, config.policy.needs_network())?;
+        .enter(&config.id, config.policy.needs_network(), in_cgroup)?;
     let t_enter = t_enter.elapsed();
-    let t0 = Instant::now();
-    let engine = E::new().context("starting the engine")?;
-    let loaded = engine.load(&config.artifact, config.kind)?;
-    let t_load = t0.elapsed();
+    let t_confine = Instant::now();
     let listener = config
         .policy
         .http_serve
@@ -162,6 +169,7 @@ fn prepare<E: Engine>(bundle: &Path) -> anyhow::Result<Prepared> {
         log::debug!("{}: network guard {:?}", config.id, guard.mode());
     }
 
+    let t_confine = t_confine.elapsed();
     let t1 = Instant::now();
     let instance = match listener {
         Some(listeners) => {
@@ -176,10 +184,10 @@ fn prepare<E: Engine>(bundle: &Path) -> anyhow::Result<Prepared> {
         None => loaded.instantiate(&config.policy, config.entry_function.as_deref())?,
     };
     log::info!(
-        "{}: cgroup + netns {} us, engine start + load {} us, instantiate {} us",
+        "{}: cgroup + netns {} us, confinement {} us, instantiate {} us",
         config.id,
         t_enter.as_micros(),
-        t_load.as_micros(),
+        t_confine.as_micros(),
         t1.elapsed().as_micros()
     );
     Ok(Prepared {

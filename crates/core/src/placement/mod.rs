@@ -82,11 +82,12 @@ impl Placement {
         Ok(Placement { cgroup, network })
     }
 
-    /// Move the calling process into its cgroup and network namespace. Must run before the
-    /// process starts threads: a namespace switch and a v1 cgroup move through `tasks` only
-    /// hold for the thread that makes them (and the threads it starts later).
-    pub fn enter(&self, id: &str, needs_network: bool) -> Result<()> {
-        if let Some(cg) = &self.cgroup {
+    /// Move the calling process into its cgroup (unless it was born there: `in_cgroup`) and
+    /// network namespace. Must run before the process starts threads: a namespace switch and
+    /// a v1 cgroup move through `tasks` only hold for the thread that makes them (and the
+    /// threads it starts later).
+    pub fn enter(&self, id: &str, needs_network: bool, in_cgroup: bool) -> Result<()> {
+        if let Some(cg) = self.cgroup.as_ref().filter(|_| !in_cgroup) {
             let pid = std::process::id();
             let fast_v1 = !cg.systemd
                 && matches!(
@@ -117,6 +118,42 @@ impl Placement {
             // from none, so spare the kernel a namespace it would only have to tear down.
             NetworkNamespace::New if !needs_network => Ok(()),
             NetworkNamespace::New => netns::unshare(),
+        }
+    }
+}
+
+impl CgroupPlacement {
+    /// The container's cgroup made ready to be born into (`CLONE_INTO_CGROUP`): created with
+    /// its limits, and its directory opened. Only for a cgroup v2 path of the cgroupfs
+    /// driver; `None` otherwise (or if that fails), and the instance joins its cgroup itself.
+    pub fn prepare_v2(&self, id: &str) -> Option<std::os::fd::OwnedFd> {
+        let unified = matches!(
+            libcgroups::common::get_cgroup_setup(),
+            Ok(CgroupSetup::Unified)
+        );
+        if self.systemd || !unified {
+            return None;
+        }
+        let relative = self.path.strip_prefix("/").unwrap_or(&self.path);
+        let dir = std::path::Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT).join(relative);
+        let prepared = std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("creating {}: {e}", dir.display()))
+            .and_then(|()| match &self.resources {
+                Some(resources) => ContainerCgroup::open(self, id)
+                    .and_then(|c| c.apply(resources))
+                    .map_err(|e| e.to_string()),
+                None => Ok(()),
+            })
+            .and_then(|()| {
+                std::fs::File::open(&dir).map_err(|e| format!("opening {}: {e}", dir.display()))
+            });
+        match prepared {
+            Ok(fd) => Some(fd.into()),
+            // The instance joins it itself, as on v1, and says what is wrong if it cannot.
+            Err(e) => {
+                log::debug!("{id}: not born into its cgroup: {e}");
+                None
+            }
         }
     }
 }

@@ -1,11 +1,10 @@
-//! One Wasm container of this shim: created from a bundle, backed by an instance process.
+//! One Wasm container of this shim: created from a bundle, backed by an instance process
+//! forked from the shim's zygote.
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
@@ -15,6 +14,7 @@ use crate::artifact::Outcome;
 use crate::config::NodeConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::image_layers::Containerd;
+use crate::instance::zygote::wire;
 use crate::instance::{self, InstanceConfig};
 use crate::placement::{ContainerCgroup, Placement};
 use crate::policy::SandboxPolicy;
@@ -23,6 +23,7 @@ use crate::task::compile::Compiler;
 use crate::task::rootfs::Rootfs;
 use crate::task::sandbox_fs::{probe_source, SandboxMounts};
 use crate::task::stdio::{StdinFeeder, Stdio, StdioPaths};
+use crate::task::zygote::Zygote;
 
 /// Where a task's process is in its life (the init process or an exec process).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +67,7 @@ impl Container {
         req: CreateRequest<'_>,
         rootfs: Rootfs,
         compiler: &Compiler,
+        zygote: &Zygote,
         node: &NodeConfig,
     ) -> Result<Self> {
         if req.terminal {
@@ -122,7 +124,12 @@ impl Container {
         let mut stdio = Stdio::open(req.stdio)?;
         let stdin_feeder = stdio.stdin_feeder.take();
         let t3 = Instant::now();
-        let (pid, start_pipe, status_pipe) = spawn_instance(req.bundle, stdio, &node.instance_env)
+        let cgroup = req
+            .placement
+            .cgroup
+            .as_ref()
+            .and_then(|cg| cg.prepare_v2(req.id));
+        let (pid, start_pipe, status_pipe) = spawn_instance(req.bundle, stdio, cgroup, zygote)
             .inspect_err(|_| {
                 // The instance may have made its cgroup before it failed.
                 if let Some(Err(e)) = req
@@ -134,13 +141,14 @@ impl Container {
                     log::warn!("{}: {e}", req.id);
                 }
             })?;
-        let pid_file = req.bundle.join(crate::shim::PID_FILE);
-        std::fs::write(&pid_file, pid.to_string())
-            .io_context(|| format!("writing {}", pid_file.display()))?;
+        crate::shim::write_pid_file(req.bundle, pid)?;
+        // Warm start: the artifact's cache lookup, then the fork, placement and
+        // instantiation up to `ready`; the guest's first instruction follows Start.
         log::info!(
-            "{}: instance pid {pid} ready in {} us",
+            "{}: instance pid {pid} ready in {} us (cache lookup {} us)",
             req.id,
-            t3.elapsed().as_micros()
+            t3.elapsed().as_micros(),
+            t_artifact.as_micros()
         );
         Ok(Container {
             bundle: req.bundle.to_path_buf(),
@@ -231,52 +239,26 @@ fn module_source(req: &CreateRequest<'_>, policy: &SandboxPolicy) -> Result<Modu
     }
 }
 
-/// Start the instance process and wait until it reports ready (or why it cannot be).
+/// Have the zygote fork the instance process and wait until it reports ready (or why it
+/// cannot be).
 fn spawn_instance(
     bundle: &Path,
     stdio: Stdio,
-    node_env: &[(String, String)],
+    cgroup: Option<OwnedFd>,
+    zygote: &Zygote,
 ) -> Result<(u32, File, File)> {
     let (start_r, start_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
-    let exe = std::env::current_exe().io_context(|| "locating the shim binary".into())?;
-
-    let mut cmd = Command::new(exe);
-    cmd.arg(instance::SUBCOMMAND)
-        .arg(bundle)
-        .env_clear()
-        .envs(node_env.iter().map(|(k, v)| (k, v)))
-        .stdin(stdio.stdin)
-        .stdout(stdio.stdout)
-        .stderr(stdio.stderr);
-    let (start_fd, status_fd) = (start_r.as_raw_fd(), status_w.as_raw_fd());
-    // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // dup2 clears close-on-exec on the new fd, so exactly these two are inherited.
-            for (from, to) in [
-                (start_fd, instance::START_FD),
-                (status_fd, instance::STATUS_FD),
-            ] {
-                let ok = if from == to {
-                    libc::fcntl(to, libc::F_SETFD, 0) >= 0
-                } else {
-                    libc::dup2(from, to) >= 0
-                };
-                if !ok {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let child = cmd
-        .spawn()
-        .io_context(|| "starting the instance process".into())?;
-    let pid = child.id();
-    // The shim's reaper collects the exit; the Child handle must not wait itself.
-    drop(child);
-    drop((start_r, status_w));
+    let fds = wire::Fds {
+        stdin: stdio.stdin,
+        stdout: stdio.stdout,
+        stderr: stdio.stderr,
+        start: start_r,
+        status: status_w,
+    };
+    let pid = zygote.spawn(bundle, &fds, cgroup.as_ref())?;
+    // The instance has its copies; the status pipe must see EOF when it exits.
+    drop(fds);
 
     // Byte by byte up to the newline, so that nothing after `ready` is consumed here.
     let mut status = File::from(status_r);

@@ -74,6 +74,7 @@ impl TaskService {
             },
             rootfs,
             self.compiler()?,
+            &self.zygote,
             &self.node,
         )?;
         let pid = c.pid;

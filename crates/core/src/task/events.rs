@@ -20,17 +20,40 @@ pub struct Events {
 }
 
 impl Events {
-    pub fn new(publisher: RemotePublisher, namespace: String) -> Self {
+    /// `address`: containerd's ttrpc socket, to connect again when containerd restarted (one
+    /// shim serves a node's pods, and outlives a containerd).
+    pub fn new(publisher: RemotePublisher, address: Option<String>, namespace: String) -> Self {
         let (tx, rx) = channel::<Message>();
         std::thread::Builder::new()
             .name("events".into())
             .spawn(move || {
+                let mut publisher = publisher;
                 for message in rx {
                     match message {
                         Message::Event(topic, event) => {
-                            if let Err(e) =
+                            let again = address.as_ref().and_then(|_| {
+                                let bytes = event.write_to_bytes_dyn().ok()?;
+                                Some((event.descriptor_dyn(), bytes))
+                            });
+                            let Err(e) =
                                 publisher.publish(Context::default(), topic, &namespace, event)
-                            {
+                            else {
+                                continue;
+                            };
+                            // Once more, over a new connection.
+                            let retried = match (&address, again) {
+                                (Some(address), Some((descriptor, bytes))) => {
+                                    RemotePublisher::new(address).ok().and_then(|p| {
+                                        publisher = p;
+                                        let event = descriptor.parse_from_bytes(&bytes).ok()?;
+                                        publisher
+                                            .publish(Context::default(), topic, &namespace, event)
+                                            .ok()
+                                    })
+                                }
+                                _ => None,
+                            };
+                            if retried.is_none() {
                                 log::warn!("publishing {topic}: {e}");
                             }
                         }

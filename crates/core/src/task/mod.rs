@@ -17,9 +17,10 @@ mod sandbox_fs;
 mod status;
 mod stdio;
 mod table;
+mod zygote;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,7 @@ use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
 use crate::config::NodeConfig;
 use crate::error::Error;
 use crate::image_layers::Containerd;
+use crate::sandbox::Pods;
 use container::{Status, REAP_TIMEOUT};
 use status::{now, parse_signal, status, timestamp, unimplemented};
 use stdio::StdioPaths;
@@ -62,6 +64,9 @@ pub struct TaskService {
     node: NodeConfig,
     exit_signal: Arc<ExitSignal>,
     containerd: Containerd,
+    zygote: Arc<zygote::Zygote>,
+    /// Pods whose sandbox this shim holds (containerd 2.x): the server lives while any does.
+    pods: Arc<Pods>,
 }
 
 impl TaskService {
@@ -71,10 +76,20 @@ impl TaskService {
         make_compiler: CompilerFactory,
         node: NodeConfig,
         exit_signal: Arc<ExitSignal>,
+        pods: Arc<Pods>,
     ) -> Self {
         let service = TaskService {
+            pods,
+            zygote: Arc::new(zygote::Zygote::new(
+                node.instance_env.clone(),
+                &containerd.namespace,
+            )),
             state: Arc::default(),
-            events: Arc::new(events::Events::new(publisher, containerd.namespace.clone())),
+            events: Arc::new(events::Events::new(
+                publisher,
+                std::env::var("TTRPC_ADDRESS").ok(),
+                containerd.namespace.clone(),
+            )),
             containerd,
             compiler: OnceLock::new(),
             make_compiler,
@@ -121,6 +136,45 @@ impl TaskService {
             .expect("starting the exits thread");
     }
 
+    /// What to call when the server may have nothing left to serve: unless a container or a
+    /// pod comes within [`crate::shim::LINGER`], the server exits.
+    pub fn idle_hook(&self) -> Box<dyn Fn() + Send + Sync> {
+        let (state, pods, events, exit) = (
+            self.state.clone(),
+            self.pods.clone(),
+            self.events.clone(),
+            self.exit_signal.clone(),
+        );
+        Box::new(move || {
+            let idle = || state.0.lock().unwrap().containers.is_empty() && pods.is_empty();
+            if !idle() {
+                return;
+            }
+            let (state, pods, events, exit) =
+                (state.clone(), pods.clone(), events.clone(), exit.clone());
+            std::thread::spawn(move || loop {
+                std::thread::sleep(crate::shim::LINGER);
+                let st = state.0.lock().unwrap();
+                if !st.containers.is_empty() || !pods.is_empty() {
+                    return;
+                }
+                if st.claimed.elapsed() >= crate::shim::LINGER {
+                    drop(st);
+                    log::info!("no containers or pods left: shutting down");
+                    events.flush(Duration::from_secs(5));
+                    exit.signal();
+                    return;
+                }
+            });
+        })
+    }
+
+    /// Start the zygote in the background, so that the first container does not wait for it.
+    pub fn warm_zygote(&self) {
+        let zygote = self.zygote.clone();
+        std::thread::spawn(move || zygote.warm());
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.0.lock().unwrap()
     }
@@ -140,12 +194,18 @@ impl containerd_shim::Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
-        if self.lock().containers.contains_key(&req.id) {
-            return Err(status(
-                Code::ALREADY_EXISTS,
-                format!("container {} already exists", req.id),
-            ));
+        {
+            let mut st = self.lock();
+            if st.containers.contains_key(&req.id) {
+                return Err(status(
+                    Code::ALREADY_EXISTS,
+                    format!("container {} already exists", req.id),
+                ));
+            }
+            st.claimed = Instant::now();
         }
+        // containerd reads this bundle's log FIFO for as long as the task lives.
+        crate::shim_log::use_bundle_log(Path::new(&req.bundle));
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -362,6 +422,10 @@ impl containerd_shim::Task for TaskService {
             Status::Stopped => {}
         }
         let mut task = st.containers.remove(&req.id).expect("checked above");
+        // containerd stops reading this bundle's log FIFO now: log into another's.
+        if let Some(other) = st.containers.values().next() {
+            crate::shim_log::use_bundle_log(&other.bundle);
+        }
         drop(st);
         cvar.notify_all();
         // libcontainer removes a native container's cgroup itself; then this finds none.
@@ -463,7 +527,18 @@ impl containerd_shim::Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::ConnectRequest,
     ) -> TtrpcResult<api::ConnectResponse> {
-        let st = self.lock();
+        let mut st = self.lock();
+        // `start` of a container still to come asks too (see `shim::claim_running_server`).
+        st.claimed = Instant::now();
+        // containerd reconnects to a pod this shim holds by the pod's id.
+        if let Some(holder) = self.pods.holder(&req.id) {
+            return Ok(api::ConnectResponse {
+                shim_pid: std::process::id(),
+                task_pid: holder,
+                version: env!("CARGO_PKG_VERSION").into(),
+                ..Default::default()
+            });
+        }
         let task = st.container(&req.id)?;
         Ok(api::ConnectResponse {
             shim_pid: std::process::id(),
@@ -483,12 +558,11 @@ impl containerd_shim::Task for TaskService {
         Ok(api::Empty::default())
     }
 
+    /// containerd asks after each Delete. The server serves the node's pods, so it exits
+    /// only once it has had no container and no pod for [`crate::shim::LINGER`] and none was
+    /// announced.
     fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
-        if self.lock().containers.is_empty() {
-            log::info!("no containers left: shutting down");
-            self.events.flush(Duration::from_secs(5));
-            self.exit_signal.signal();
-        }
+        (self.idle_hook())();
         Ok(api::Empty::default())
     }
 

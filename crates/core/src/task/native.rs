@@ -249,7 +249,7 @@ impl NativeContainer {
 
     /// Run the helper with `args`; `io` becomes its fds 0, 1, 2 (else /dev/null).
     fn helper(&self, args: &[String], io: Option<Stdio>) -> Result<u32> {
-        run_helper(args, io, &self.node_env)
+        run_helper(args, io, &self.node_env, &self.bundle)
     }
 }
 
@@ -271,13 +271,22 @@ fn native_error(context: impl Into<String>, e: impl std::fmt::Display) -> Error 
     }
 }
 
-fn run_helper(args: &[String], io: Option<Stdio>, node_env: &[(String, String)]) -> Result<u32> {
+/// The helper runs in the container's bundle: its log goes to that bundle's `log` FIFO, and
+/// libcontainer needs a working directory that exists (the shim's own, the first bundle it
+/// served, may be gone: one shim serves many pods).
+fn run_helper(
+    args: &[String],
+    io: Option<Stdio>,
+    node_env: &[(String, String)],
+    bundle: &Path,
+) -> Result<u32> {
     let exe = std::env::current_exe().io_context(|| "locating the shim binary".into())?;
     let (status_r, status_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).io_context(|| "creating a pipe".into())?;
     let mut cmd = Command::new(exe);
     cmd.arg(SUBCOMMAND)
         .args(args)
+        .current_dir(bundle)
         .env_clear()
         .envs(node_env.iter().map(|(k, v)| (k, v)));
     match io {

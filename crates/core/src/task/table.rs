@@ -138,12 +138,23 @@ impl Task {
     }
 }
 
-#[derive(Default)]
 pub(super) struct State {
     pub(super) containers: HashMap<String, Task>,
     /// Exits of processes not (or no longer) known as a task's process, kept briefly in case
     /// the exit overtakes the process's registration.
     pub(super) unclaimed: HashMap<u32, (Exit, Instant)>,
+    /// When a container last came or was announced: the server does not exit right after.
+    pub(super) claimed: Instant,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            containers: HashMap::new(),
+            unclaimed: HashMap::new(),
+            claimed: Instant::now(),
+        }
+    }
 }
 
 impl State {

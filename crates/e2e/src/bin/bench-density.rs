@@ -302,8 +302,13 @@ fn role(pid: u32, procs: &HashMap<u32, Proc>, shims: &HashSet<u32>) -> &'static 
     };
     let args = p.cmdline.iter().skip(1).map(String::as_str);
     let args: Vec<&str> = args.collect();
-    if under_shim && p.cmdline.iter().any(|a| a.contains("zygote")) {
+    // The zygote names itself `wasm-zygote`; the instances it forks (whose command line is
+    // the zygote's) `wasm:<container id>`.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if under_shim && comm.trim_end() == "wasm-zygote" {
         "zygote"
+    } else if under_shim && comm.starts_with("wasm:") {
+        "container"
     } else if p.argv0_base() == "pause" || p.exe_base() == "pause" {
         "pause"
     } else if p.argv0_base() == "runc" || p.exe_base() == "runc" {
@@ -584,6 +589,12 @@ fn round(s: &Settings, n: usize, k: &Kind) -> Value {
         remove_pod(&cri, &mut rec);
     }
     std::thread::sleep(s.settle);
+    // A shim that serves many pods outlives the warm-up pod a little: wait for it to exit,
+    // so that the round's pods pay for the whole of the shim they start.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline && !related(&all_procs(), s).1.is_empty() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // ---- before
     let procs0 = all_procs();
