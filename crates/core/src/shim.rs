@@ -214,6 +214,7 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
             let _ = std::fs::remove_dir_all(dir);
         }
         remove_orphan_cgroup(&bundle, &self.id);
+        remove_dead_server_socket(&bundle);
         let _ = std::fs::remove_file(bundle.join(instance::CONFIG_FILE));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -324,6 +325,23 @@ fn remove_orphan_cgroup(bundle: &Path, id: &str) {
         if let Err(e) = crate::placement::ContainerCgroup::open(cg, id).and_then(|c| c.remove()) {
             log::warn!("{id}: {e}");
         }
+    }
+}
+
+/// The socket of the server this bundle's task was on, if that server is dead (it could not
+/// remove it). One server serves many bundles: a live one keeps its socket.
+fn remove_dead_server_socket(bundle: &Path) {
+    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
+    let path = Path::new(
+        address
+            .trim()
+            .strip_prefix("unix://")
+            .unwrap_or(address.trim()),
+    );
+    if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
     }
 }
 

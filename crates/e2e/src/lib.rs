@@ -1008,6 +1008,30 @@ pub fn shim_socket_path(ns: &str, id: &str) -> PathBuf {
     PathBuf::from("/run/containerd/s").join(hex::encode(Sha256::digest(key.as_bytes())))
 }
 
+/// The socket of the Wasm shim serving namespace `ns` (one server per node, runtime and
+/// namespace: its group is `<engine>-pods`).
+pub fn wasm_shim_socket_path(ns: &str) -> PathBuf {
+    shim_socket_path(ns, &format!("{}-pods", engine_of(&config().runtime)))
+}
+
+/// `io.containerd.wasmtime.v1` -> `wasmtime`.
+pub fn engine_of(runtime: &str) -> &str {
+    runtime
+        .strip_prefix("io.containerd.")
+        .and_then(|r| r.split('.').next())
+        .unwrap_or(runtime)
+}
+
+/// The pid of a process's parent, from `/proc/PID/stat`.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Cgroup folders `<hierarchy>/<ns>/<id>` that exist (ctr run asks for the
 /// cgroup path `/<ns>/<id>`; cgroup v1 has one hierarchy per controller).
 pub fn cgroups_of(ns: &str, id: &str) -> Vec<PathBuf> {
@@ -1194,6 +1218,9 @@ pub fn leftovers(ns: &Ns, c: &Container) -> Vec<String> {
     for (pid, cmd) in processes_mentioning(&c.id) {
         left.push(format!("process {pid}: {cmd}"));
     }
+    for (pid, name) in processes_named(&instance_name(&c.id)) {
+        left.push(format!("instance process {pid}: {name}"));
+    }
     for m in mounts_mentioning(&c.id) {
         left.push(format!("mount: {m}"));
     }
@@ -1216,9 +1243,14 @@ pub fn leftovers(ns: &Ns, c: &Container) -> Vec<String> {
     for cg in cgroups_of(&ns.name, &c.id) {
         left.push(format!("cgroup: {}", cg.display()));
     }
-    let socket = shim_socket_path(&ns.name, &c.id);
-    if socket.exists() {
-        left.push(format!("shim socket: {}", socket.display()));
+    // The namespace's shim exits once it has served its last container.
+    for socket in [
+        shim_socket_path(&ns.name, &c.id),
+        wasm_shim_socket_path(&ns.name),
+    ] {
+        if socket.exists() {
+            left.push(format!("shim socket: {}", socket.display()));
+        }
     }
     if ns.task(&c.id).is_some() {
         left.push("task still listed by ctr task ls".into());

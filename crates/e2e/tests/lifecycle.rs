@@ -222,3 +222,110 @@ impl Drop for ServerGuard {
         let _ = std::fs::remove_file(socket);
     }
 }
+
+/// The running guest of a container of `ns` and the shim server it is a child of.
+fn instance_and_shim(ns: &Ns, c: &e2e::Container) -> (u32, u32) {
+    let instance = ns.task(&c.id).expect("task listed").pid;
+    let shim = e2e::parent_of(instance).expect("the instance's parent");
+    let comm = std::fs::read_to_string(format!("/proc/{shim}/comm")).unwrap_or_default();
+    assert!(
+        comm.starts_with("containerd-shim"),
+        "instance {instance}'s parent {shim} is {comm:?}, not the shim"
+    );
+    (instance, shim)
+}
+
+fn kill9(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+}
+
+/// Instances are the shim's children, not the zygote's: killing the zygote leaves running
+/// guests running, and the next container gets a new zygote.
+#[test]
+fn a_killed_zygote_is_replaced_and_running_guests_go_on() {
+    let ns = Ns::new("zygote-kill");
+    let c = ns
+        .run(Probe::P1.image())
+        .args(["/probe.wasm", "loop"])
+        .detach("zygote-kill");
+    assert!(c.wait_status("RUNNING", Duration::from_secs(10)).is_some());
+    let (instance, shim) = instance_and_shim(&ns, &c);
+    let zygotes: Vec<u32> = e2e::processes_named("wasm-zygote")
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|pid| e2e::parent_of(*pid) == Some(shim))
+        .collect();
+    assert_eq!(zygotes.len(), 1, "the shim {shim}'s zygote: {zygotes:?}");
+    kill9(zygotes[0]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        c.status().as_deref(),
+        Some("RUNNING"),
+        "after the zygote was killed"
+    );
+    assert!(
+        std::path::Path::new(&format!("/proc/{instance}")).exists(),
+        "the instance {instance} died with the zygote"
+    );
+    let out = ns.run("hello").rm("zygote-kill-next");
+    out.assert_success();
+    assert_eq!(out.stdout.trim_end(), "hello from wasm");
+    let again: Vec<u32> = e2e::processes_named("wasm-zygote")
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|pid| e2e::parent_of(*pid) == Some(shim))
+        .collect();
+    assert!(
+        again.len() == 1 && again[0] != zygotes[0],
+        "no new zygote: {again:?}"
+    );
+    ns.ctr_ok(&["task", "kill", "-s", "SIGKILL", &c.id]);
+    assert!(c.wait_status("STOPPED", Duration::from_secs(10)).is_some());
+}
+
+/// A killed shim server takes its containers with it, as containerd expects of any shim:
+/// containerd sees it gone and reports the task stopped, its `delete` kills the orphaned
+/// instance, and nothing is left; the next container starts a new shim.
+#[test]
+fn a_killed_shim_ends_its_containers_and_leaves_nothing() {
+    let ns = Ns::new("shim-kill");
+    let mut c = ns
+        .run(Probe::P1.image())
+        .args(["/probe.wasm", "loop"])
+        .detach("shim-kill");
+    assert!(c.wait_status("RUNNING", Duration::from_secs(10)).is_some());
+    let (instance, shim) = instance_and_shim(&ns, &c);
+    kill9(shim);
+    let gone = e2e::eventually(Duration::from_secs(10), || {
+        !std::path::Path::new(&format!("/proc/{instance}")).exists()
+    });
+    assert!(gone, "instance {instance} outlived its shim {shim}");
+    // containerd reports the task ended (its `delete` ran in the bundle).
+    let stopped = e2e::eventually(Duration::from_secs(10), || {
+        ns.task(&c.id)
+            .is_none_or(|t| t.status == "STOPPED" || t.status == "UNKNOWN")
+    });
+    assert!(
+        stopped,
+        "task after its shim was killed: {:?}",
+        ns.task(&c.id)
+    );
+    if ns.task(&c.id).is_some() {
+        c.delete_task();
+    }
+    ns.ctr_ok(&["container", "rm", &c.id]);
+    c.disarm();
+    // `ctr run -d`'s stdio FIFOs are the client's to remove, at its `task delete`, which a
+    // task whose shim died may never get (as under runc).
+    if let Some(fifo_root) = &e2e::config().ctd_dir {
+        for f in e2e::files_named_like(&fifo_root.join("fifo"), &c.id) {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+    e2e::assert_nothing_left(&ns, &c);
+    let out = ns.run("hello").rm("shim-kill-next");
+    out.assert_success();
+    assert_eq!(out.stdout.trim_end(), "hello from wasm");
+}

@@ -781,9 +781,12 @@ fn round(s: &Settings, n: usize, k: &Kind) -> Value {
             .filter(|p| listed.contains(&p.sandbox))
             .map(|p| p.sandbox.as_str())
             .collect();
+        // Per pod (runc's shims), and the Wasm shim's one per node (`<engine>-pods`).
+        let node_shim = format!("{}-pods", k.handler);
         let sockets: Vec<String> = pods
             .iter()
             .flat_map(|p| [p.sandbox.as_str(), p.container.as_str()])
+            .chain([node_shim.as_str()])
             .filter(|id| !id.is_empty())
             .map(|id| e2e::shim_socket_path(cri::CRI_NAMESPACE, id))
             .filter(|p| p.exists())
