@@ -71,10 +71,16 @@ fn serve<E: Engine>(runtime_id: &str, flags: Flags, mut config: Config) -> Resul
     let publisher = RemotePublisher::new(&ttrpc_address)?;
     let tasks = shim.create_task_service(publisher);
     tasks.warm_zygote();
-    let sandboxes = SandboxService::new(shim.pods(), tasks.idle_hook());
+    let sandboxes = SandboxService::new(shim.pods(), tasks.zygote(), tasks.idle_hook());
     let tasks: Arc<dyn containerd_shim::protos::shim::shim_ttrpc::Task + Send + Sync> =
         Arc::new(tasks);
+    // containerd opens a connection per task and per pod, and the server gives each a reader,
+    // a writer and its idle workers, all threads: one shim serving a node's pods keeps two
+    // idle workers per connection (one may sit in a blocking Wait) instead of three.
     let mut server = Server::new()
+        .set_thread_count_min(1)
+        .set_thread_count_default(2)
+        .set_thread_count_max(3)
         .add_listener(listener.into_raw_fd())?
         .register_service(create_task(tasks))
         .register_service(create_sandbox(Arc::new(sandboxes)));

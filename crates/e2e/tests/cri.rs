@@ -1412,16 +1412,28 @@ fn wasm_pod_is_held_without_a_pause_container_on_2x() {
     // The instance and the sidecar live in the holder's namespaces.
     let instance = e2e::processes_named(&e2e::instance_name(&ticker));
     assert_eq!(instance.len(), 1, "the ticker's instance: {instance:?}");
-    let side_pid = cri
-        .container_status(&side)
-        .ok()
-        .and_then(|_| {
-            processes_mentioning("while true; do sleep 1; done")
-                .into_iter()
-                .find(|(pid, _)| namespace_of(*pid, "net") == namespace_of(holder, "net"))
-        })
-        .map(|(pid, _)| pid)
-        .expect("the sidecar's shell in the pod's network");
+    // The sidecar's init execs its shell just after StartContainer returns.
+    let in_pod = |shells: &[(u32, String)]| {
+        shells
+            .iter()
+            .find(|(pid, _)| namespace_of(*pid, "net") == namespace_of(holder, "net"))
+            .map(|(pid, _)| *pid)
+    };
+    let mut shells = Vec::new();
+    eventually(Duration::from_secs(10), || {
+        shells = processes_mentioning("while true; do sleep 1; done");
+        in_pod(&shells).is_some()
+    });
+    let side_pid = in_pod(&shells).unwrap_or_else(|| {
+        let seen: Vec<String> = shells
+            .iter()
+            .map(|(pid, cmd)| format!("{pid} {} {cmd}", namespace_of(*pid, "net")))
+            .collect();
+        panic!(
+            "no sidecar shell in the holder {holder}'s network {}: {seen:?}",
+            namespace_of(holder, "net")
+        )
+    });
     assert_eq!(
         namespace_of(instance[0].0, "net"),
         namespace_of(holder, "net")

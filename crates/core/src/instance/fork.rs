@@ -16,7 +16,7 @@ pub enum Forked {
     Parent(u32),
 }
 
-const CLONE_PARENT: u64 = 0x0000_8000;
+pub const CLONE_PARENT: u64 = 0x0000_8000;
 const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
 const CLONE_CHILD_CLEARTID: u64 = 0x0020_0000;
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
@@ -53,7 +53,7 @@ pub fn fork_instance(cgroup: Option<BorrowedFd<'_>>) -> io::Result<Forked> {
                 Some(libc::ENOSYS | libc::EPERM | libc::EINVAL | libc::E2BIG)
             ) =>
         {
-            log::debug!("clone3 refused ({e}): forking twice");
+            log::warn!("clone3 refused ({e}): forking twice instead");
             double_fork()
         }
         other => other,
@@ -75,7 +75,13 @@ pub fn clone3(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Forked> 
     let mut args = CloneArgs {
         flags: flags | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID,
         child_tid: tid_address as u64,
-        exit_signal: libc::SIGCHLD as u64,
+        // With CLONE_PARENT the kernel takes the caller's own exit signal and refuses
+        // another (EINVAL).
+        exit_signal: if flags & CLONE_PARENT == 0 {
+            libc::SIGCHLD as u64
+        } else {
+            0
+        },
         ..CloneArgs::default()
     };
     if let Some(fd) = cgroup {

@@ -2,25 +2,27 @@
 //! runc pod, without an image, a rootfs, a container or an `exec`.
 //!
 //! containerd 2.x's CRI gives a pod's containers `/proc/<sandbox pid>/ns/{net,ipc,uts,pid}`,
-//! so some process must live in them. The shim clones it straight into new UTS, IPC and PID
-//! namespaces (as pause gets them), it joins the pod's network namespace (CRI made it and
-//! runs CNI in it), sets the pod's hostname, and sleeps. It is a copy of the shim's pages,
-//! so it costs a few private pages, not a process image.
+//! so some process must live in them. The shim's zygote clones it straight into new UTS, IPC
+//! and PID namespaces (as pause gets them); it joins the pod's network namespace (CRI made it
+//! and runs CNI in it), sets the pod's hostname, and sleeps. It is a copy of the zygote's
+//! pages, so it costs a few private pages and page tables, not a process image. (A clone of
+//! the shim server would copy the page tables of its thousands of connection threads: 40 MB
+//! per holder at 1000 pods.)
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::Path;
 
 use super::pod_config::{NamespaceMode, PodConfig};
 use crate::error::{Error, IoContext, Result};
-use crate::instance::fork::{self, Forked};
+use crate::instance::fork;
 use crate::placement::{CgroupPlacement, ContainerCgroup};
+use crate::task::Zygote;
 
 /// `comm` of a holder, as `ps` shows it.
 const NAME: &[u8] = b"wasm-pod\0";
 
 /// Start the holder of pod `id`; returns its pid (a child of this process).
-pub fn spawn(id: &str, netns: Option<&Path>, config: &PodConfig) -> Result<u32> {
+pub fn spawn(id: &str, netns: Option<&Path>, config: &PodConfig, zygote: &Zygote) -> Result<u32> {
     let netns: Option<OwnedFd> = match netns.filter(|_| config.network != NamespaceMode::Node) {
         Some(path) => Some(
             std::fs::File::open(path)
@@ -29,47 +31,44 @@ pub fn spawn(id: &str, netns: Option<&Path>, config: &PodConfig) -> Result<u32> 
         ),
         None => None,
     };
-    let hostname = (config.network != NamespaceMode::Node && !config.hostname.is_empty())
-        .then(|| CString::new(config.hostname.clone()))
-        .transpose()
-        .map_err(|_| Error::spec("hostname", "contains a NUL byte"))?;
-    let mut flags = 0;
+    let hostname = if config.network != NamespaceMode::Node {
+        config.hostname.as_bytes()
+    } else {
+        &[]
+    };
+    if hostname.contains(&0) {
+        return Err(Error::spec("hostname", "contains a NUL byte"));
+    }
+    let mut namespaces = 0;
     if config.network != NamespaceMode::Node {
-        flags |= fork::CLONE_NEWUTS;
+        namespaces |= fork::CLONE_NEWUTS;
     }
     if config.ipc != NamespaceMode::Node {
-        flags |= fork::CLONE_NEWIPC;
+        namespaces |= fork::CLONE_NEWIPC;
     }
     if config.pid != NamespaceMode::Node {
-        flags |= fork::CLONE_NEWPID;
+        namespaces |= fork::CLONE_NEWPID;
     }
-    let netns_fd = netns.as_ref().map(|f| f.as_raw_fd());
-    match fork::clone3(flags, None).io_context(|| format!("starting the holder of pod {id}"))? {
-        Forked::Child => hold(netns_fd, hostname.as_ref()),
-        Forked::Parent(pid) => {
-            join_cgroup(id, config, pid);
-            Ok(pid)
-        }
-    }
+    let pid = zygote.hold(namespaces, hostname, netns.as_ref())?;
+    join_cgroup(id, config, pid);
+    Ok(pid)
 }
 
-/// The child: system calls only (the shim has threads; a lock one of them held is never
-/// released here), then sleep until killed. Nothing of the shim's is kept open: a shim's
-/// socket held by its holder would outlive the shim.
-fn hold(netns: Option<i32>, hostname: Option<&CString>) -> ! {
-    // SAFETY: plain system calls on values prepared before the clone.
+/// The holder, just cloned: join the pod's network, name the host, let go of every fd (a
+/// socket of the shim held here would outlive the shim), and sleep until killed.
+pub(crate) fn hold(netns: Option<RawFd>, hostname: &[u8]) -> ! {
+    // SAFETY: plain system calls on values the zygote received.
     unsafe {
         if let Some(fd) = netns {
             if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                 libc::_exit(1);
             }
         }
-        if let Some(name) = hostname {
-            if libc::sethostname(name.as_ptr(), name.as_bytes().len()) != 0 {
-                libc::_exit(1);
-            }
+        if !hostname.is_empty() && libc::sethostname(hostname.as_ptr().cast(), hostname.len()) != 0
+        {
+            libc::_exit(1);
         }
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
         libc::prctl(libc::PR_SET_NAME, NAME.as_ptr());
         // As PID 1 of its namespace it ignores every signal it has no handler for; only
         // SIGKILL from the shim's namespace stops it.

@@ -14,18 +14,21 @@ use containerd_shim_protos::types::platform::Platform;
 
 use super::{holder, Pod, PodConfig, Pods};
 use crate::placement::ContainerCgroup;
+use crate::task::Zygote;
 
 /// How long StopSandbox waits for a killed holder to be reaped.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
 pub struct SandboxService {
     pods: Arc<Pods>,
+    /// Forks the pods' holders.
+    zygote: Arc<Zygote>,
     /// Called once a pod is shut down: the server may exit if it has nothing left.
     on_idle: Box<dyn Fn() + Send + Sync>,
 }
 
 impl SandboxService {
-    pub fn new(pods: Arc<Pods>, on_idle: Box<dyn Fn() + Send + Sync>) -> Self {
+    pub fn new(pods: Arc<Pods>, zygote: Arc<Zygote>, on_idle: Box<dyn Fn() + Send + Sync>) -> Self {
         let subscription = monitor_subscribe(Topic::Pid).expect("subscribing to process exits");
         let watched = pods.clone();
         std::thread::Builder::new()
@@ -38,7 +41,11 @@ impl SandboxService {
                 }
             })
             .expect("starting the pod exits thread");
-        SandboxService { pods, on_idle }
+        SandboxService {
+            pods,
+            zygote,
+            on_idle,
+        }
     }
 }
 
@@ -120,7 +127,7 @@ impl containerd_shim_protos::sandbox_sync::Sandbox for SandboxService {
             });
         }
         let t0 = std::time::Instant::now();
-        let pid = holder::spawn(id, pod.netns.as_deref(), &pod.config)
+        let pid = holder::spawn(id, pod.netns.as_deref(), &pod.config, &self.zygote)
             .inspect_err(|e| log::warn!("pod {id}: {e}"))?;
         // For `delete` after a shim crash: the holder must not outlive its pod.
         if let Err(e) = crate::shim::write_pid_file(&pod.bundle, pid) {

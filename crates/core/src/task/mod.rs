@@ -51,6 +51,7 @@ use table::{
 pub use compile::Compiler;
 pub use rootfs::unmount_all;
 pub use sandbox_fs::probe_source;
+pub use zygote::Zygote;
 
 /// Makes the compiler on first use, so that a broken engine set-up fails a Create with its
 /// reason instead of killing the shim at start.
@@ -167,6 +168,11 @@ impl TaskService {
                 }
             });
         })
+    }
+
+    /// The zygote instances (and pod holders) are forked from.
+    pub fn zygote(&self) -> Arc<zygote::Zygote> {
+        self.zygote.clone()
     }
 
     /// Start the zygote in the background, so that the first container does not wait for it.

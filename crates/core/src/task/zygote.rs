@@ -1,7 +1,7 @@
 //! The shim's side of its zygote ([`crate::instance::zygote`]): started once, asked for one
 //! instance per Wasm container, started again if it died.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -49,6 +49,19 @@ impl Zygote {
     /// Fork the instance of `bundle` (its `wasm-instance.json` written) with these fds, born
     /// in `cgroup` if given. Returns its pid; it is this process's child.
     pub fn spawn(&self, bundle: &Path, fds: &wire::Fds, cgroup: Option<&OwnedFd>) -> Result<u32> {
+        self.ask(|sock| wire::send_instance_request(sock, bundle, fds, cgroup.map(|fd| fd.as_fd())))
+    }
+
+    /// Fork a pod's holder into new `namespaces` (`CLONE_NEW*`), joining `netns`, with
+    /// `hostname`. Returns its pid; it is this process's child.
+    pub fn hold(&self, namespaces: u64, hostname: &[u8], netns: Option<&OwnedFd>) -> Result<u32> {
+        self.ask(|sock| {
+            wire::send_hold_request(sock, namespaces, hostname, netns.map(|fd| fd.as_fd()))
+        })
+    }
+
+    /// Send a request and read the pid it made.
+    fn ask(&self, send: impl Fn(BorrowedFd<'_>) -> std::io::Result<()>) -> Result<u32> {
         let mut running = self.lock();
         // A zygote that died (killed, or crashed mapping a module) is replaced once.
         for attempt in 0..2 {
@@ -56,9 +69,7 @@ impl Zygote {
                 *running = Some(self.start()?);
             }
             let r = running.as_ref().expect("started above");
-            let asked =
-                wire::send_request(r.sock.as_fd(), bundle, fds, cgroup.map(|fd| fd.as_fd()))
-                    .and_then(|()| wire::receive_reply(r.sock.as_fd()));
+            let asked = send(r.sock.as_fd()).and_then(|()| wire::receive_reply(r.sock.as_fd()));
             match asked {
                 Ok(wire::Reply::Pid(pid)) => return Ok(pid),
                 Ok(wire::Reply::Error(message)) => {
@@ -71,7 +82,7 @@ impl Zygote {
                 Err(e) => {
                     *running = None;
                     return Err(Error::Io {
-                        context: "asking the zygote for an instance".into(),
+                        context: "asking the zygote for a process".into(),
                         cause: e,
                     });
                 }

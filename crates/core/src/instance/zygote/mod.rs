@@ -66,7 +66,11 @@ pub fn main<E: Engine>(log_level: log::LevelFilter) -> i32 {
                 return 1;
             }
         };
-        let reply = match spawn::<E>(&engine, &mut modules, request) {
+        let forked = match request {
+            wire::Request::Instance(request) => spawn::<E>(&engine, &mut modules, request),
+            wire::Request::Hold(request) => hold(request),
+        };
+        let reply = match forked {
             Ok(pid) => wire::Reply::Pid(pid),
             Err(e) => wire::Reply::Error(format!("{e:#}")),
         };
@@ -82,7 +86,7 @@ pub fn main<E: Engine>(log_level: log::LevelFilter) -> i32 {
 fn spawn<E: Engine>(
     engine: &E,
     modules: &mut Modules,
-    request: wire::Request,
+    request: wire::InstanceRequest,
 ) -> anyhow::Result<u32> {
     // containerd reads the log FIFO of the bundle being created; the child inherits it.
     crate::shim_log::use_bundle_log(&request.bundle);
@@ -112,6 +116,20 @@ fn spawn<E: Engine>(
             set_process_name(&format!("wasm:{}", config.id));
             std::process::exit(super::run::<E>(config, loaded, in_cgroup))
         }
+    }
+}
+
+/// Fork a pod's holder: a child of the shim in new namespaces, a copy of this small process
+/// rather than of the shim (whose page tables grow with its threads).
+fn hold(request: wire::HoldRequest) -> anyhow::Result<u32> {
+    match super::fork::clone3(super::fork::CLONE_PARENT | request.namespaces, None)
+        .context("cloning the pod's holder")?
+    {
+        super::fork::Forked::Parent(pid) => Ok(pid),
+        super::fork::Forked::Child => crate::sandbox::holder::hold(
+            request.netns.as_ref().map(|fd| fd.as_raw_fd()),
+            &request.hostname,
+        ),
     }
 }
 

@@ -1,8 +1,11 @@
 //! What the shim and its zygote say to each other, over a `SOCK_SEQPACKET` socket pair: one
 //! message per request and per reply, so no framing is needed.
 //!
-//! - Request: a flag byte (`1`: a cgroup directory fd follows the others), then the bundle
-//!   path; with the fds of [`Fds`] in that order, then the cgroup's.
+//! - Request: a kind byte, then
+//!   - `0` / `1` (an instance; `1`: a cgroup directory fd follows the others): the bundle
+//!     path, with the fds of [`Fds`] in that order, then the cgroup's;
+//!   - `2` / `3` (a pod holder; `3`: with the pod's network namespace fd): the clone flags
+//!     (u64, little-endian), then the hostname.
 //! - Reply: `pid N` or `error: MESSAGE`.
 
 use std::io::{IoSlice, IoSliceMut};
@@ -27,11 +30,24 @@ const FDS: usize = 5;
 /// Longest request: a bundle path is at most PATH_MAX.
 const MAX_MESSAGE: usize = 4096 + 1;
 
-pub struct Request {
+pub enum Request {
+    Instance(InstanceRequest),
+    Hold(HoldRequest),
+}
+
+pub struct InstanceRequest {
     pub bundle: PathBuf,
     pub fds: Fds,
     /// The container's cgroup v2 directory, for `CLONE_INTO_CGROUP`.
     pub cgroup: Option<OwnedFd>,
+}
+
+/// A pod holder ([`crate::sandbox::holder`]).
+pub struct HoldRequest {
+    /// The namespaces to clone it into (`CLONE_NEW*`).
+    pub namespaces: u64,
+    pub hostname: Vec<u8>,
+    pub netns: Option<OwnedFd>,
 }
 
 pub enum Reply {
@@ -39,7 +55,7 @@ pub enum Reply {
     Error(String),
 }
 
-pub fn send_request(
+pub fn send_instance_request(
     sock: BorrowedFd<'_>,
     bundle: &Path,
     fds: &Fds,
@@ -58,10 +74,29 @@ pub fn send_request(
     .map(|f| f.as_raw_fd())
     .collect();
     raw.extend(cgroup.map(|f| f.as_raw_fd()));
+    send(sock, &message, &raw)
+}
+
+pub fn send_hold_request(
+    sock: BorrowedFd<'_>,
+    namespaces: u64,
+    hostname: &[u8],
+    netns: Option<BorrowedFd<'_>>,
+) -> std::io::Result<()> {
+    let mut message = vec![2 + u8::from(netns.is_some())];
+    message.extend_from_slice(&namespaces.to_le_bytes());
+    message.extend_from_slice(hostname);
+    let raw: Vec<RawFd> = netns.map(|f| f.as_raw_fd()).into_iter().collect();
+    send(sock, &message, &raw)
+}
+
+fn send(sock: BorrowedFd<'_>, message: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+    let rights = [ControlMessage::ScmRights(fds)];
+    let control: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
     sendmsg::<()>(
         sock.as_raw_fd(),
-        &[IoSlice::new(&message)],
-        &[ControlMessage::ScmRights(&raw)],
+        &[IoSlice::new(message)],
+        control,
         MsgFlags::MSG_NOSIGNAL,
         None,
     )?;
@@ -75,18 +110,39 @@ pub fn receive_request(sock: BorrowedFd<'_>) -> std::io::Result<Option<Request>>
     if len == 0 {
         return Ok(None);
     }
-    let with_cgroup = buf[0] == 1;
-    let expected = FDS + usize::from(with_cgroup);
+    let kind = buf[0];
+    let expected = match kind {
+        0 => FDS,
+        1 => FDS + 1,
+        2 => 0,
+        3 => 1,
+        other => {
+            return Err(std::io::Error::other(format!(
+                "unknown request kind {other}"
+            )))
+        }
+    };
     if fds.len() != expected {
         return Err(std::io::Error::other(format!(
             "a request with {} fds, expected {expected}",
             fds.len()
         )));
     }
-    let cgroup = with_cgroup.then(|| fds.pop().expect("counted"));
+    if kind >= 2 {
+        let flags: [u8; 8] = buf
+            .get(1..9)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| std::io::Error::other("a hold request without flags"))?;
+        return Ok(Some(Request::Hold(HoldRequest {
+            namespaces: u64::from_le_bytes(flags),
+            hostname: buf[9..len].to_vec(),
+            netns: fds.pop(),
+        })));
+    }
+    let cgroup = (kind == 1).then(|| fds.pop().expect("counted"));
     let mut fds = fds.into_iter();
     let mut next = || fds.next().expect("counted");
-    Ok(Some(Request {
+    Ok(Some(Request::Instance(InstanceRequest {
         bundle: PathBuf::from(std::ffi::OsStr::from_bytes(&buf[1..len])),
         fds: Fds {
             stdin: next(),
@@ -96,7 +152,7 @@ pub fn receive_request(sock: BorrowedFd<'_>) -> std::io::Result<Option<Request>>
             status: next(),
         },
         cgroup,
-    }))
+    })))
 }
 
 pub fn send_reply(sock: BorrowedFd<'_>, reply: &Reply) -> std::io::Result<()> {
