@@ -183,9 +183,13 @@ impl<E: Engine> containerd_shim::Shim for WasmShim<E> {
         // must have them blocked.
         block_signals_until_exit();
         // A running server is told a container is coming, so that it does not exit between
-        // this answer and containerd's Create.
-        claim_running_server(&address, &opts.id);
-        let (_, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
+        // this answer and containerd's Create; then its address is the answer. Otherwise a
+        // server is started.
+        let address = if claim_running_server(&address, &opts.id) {
+            address
+        } else {
+            containerd_shim::spawn(opts, &grouping, Vec::new())?.1
+        };
         // containerd reconnects through this file after it restarts (1.6 reads nothing else).
         containerd_shim::util::write_address(&address)?;
         Ok(address)
@@ -283,20 +287,26 @@ fn server_group(engine: &str, pod: &str, servers: u64) -> String {
 }
 
 /// Ask the server at `address`, if one runs, for the task `id`: it does not know it yet, but
-/// the request keeps it from exiting for [`LINGER`] more.
-fn claim_running_server(address: &str, id: &str) {
+/// the request keeps it from exiting for [`LINGER`] more. Whether a server answered.
+fn claim_running_server(address: &str, id: &str) -> bool {
     use containerd_shim::protos::shim::shim_ttrpc::TaskClient;
     let Ok(client) = containerd_shim::protos::ttrpc::Client::connect(address) else {
-        return;
+        return false;
     };
     let request = containerd_shim::api::ConnectRequest {
         id: id.to_string(),
         ..Default::default()
     };
-    let _ = TaskClient::new(client).connect(
-        containerd_shim::protos::ttrpc::context::with_timeout(1_000_000_000),
+    let answer = TaskClient::new(client).connect(
+        containerd_shim::protos::ttrpc::context::with_timeout(2_000_000_000),
         &request,
     );
+    // NOT_FOUND is the answer for a task it does not know yet: a live server all the same.
+    match answer {
+        Ok(_) => true,
+        Err(containerd_shim::protos::ttrpc::Error::RpcStatus(_)) => true,
+        Err(_) => false,
+    }
 }
 
 /// `start` runs with its signals blocked. The framework drops its signal handlers at the

@@ -212,6 +212,7 @@ impl containerd_shim::Task for TaskService {
         }
         // containerd reads this bundle's log FIFO for as long as the task lives.
         crate::shim_log::use_bundle_log(Path::new(&req.bundle));
+        let spawned = Instant::now();
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -233,7 +234,7 @@ impl containerd_shim::Task for TaskService {
                     cgroup,
                 },
             );
-            claim_early_exit(&mut st, pid, &self.events);
+            claim_early_exit(&mut st, pid, spawned, &self.events);
         }
         self.events.send(
             topics::TASK_CREATE_EVENT_TOPIC,
@@ -274,6 +275,7 @@ impl containerd_shim::Task for TaskService {
                 ),
             ));
         }
+        let spawned = Instant::now();
         let pid = if req.exec_id.is_empty() {
             task.backend.start()?;
             task.init.pid
@@ -283,7 +285,7 @@ impl containerd_shim::Task for TaskService {
         let process = task.process_mut(&req.exec_id)?;
         process.pid = pid;
         process.status = Status::Running;
-        claim_early_exit(&mut st, pid, &self.events);
+        claim_early_exit(&mut st, pid, spawned, &self.events);
         drop(st);
         if req.exec_id.is_empty() {
             self.events.send(

@@ -200,7 +200,7 @@ fn record_exit(st: &mut State, pid: u32, exit: Exit, events: &events::Events) {
     });
     let Some((id, exec_id, process)) = found else {
         st.unclaimed
-            .retain(|_, (_, t)| t.elapsed() < Duration::from_secs(60));
+            .retain(|_, (_, t)| t.elapsed() < Duration::from_secs(10));
         st.unclaimed.insert(pid, (exit, Instant::now()));
         return;
     };
@@ -244,8 +244,18 @@ fn record_exit(st: &mut State, pid: u32, exit: Exit, events: &events::Events) {
 }
 
 /// Register `pid` as started and collect an exit that overtook the registration.
-pub(super) fn claim_early_exit(st: &mut State, pid: u32, events: &events::Events) {
-    if let Some((exit, _)) = st.unclaimed.remove(&pid) {
-        record_exit(st, pid, exit, events);
+/// Give the process `pid`, spawned at `spawned`, an exit that arrived before it was
+/// registered. Only an exit seen after the spawn is its own: an older one under the same pid
+/// is another process's, whose pid the kernel has since reused (thousands of processes and
+/// threads come and go on a node shim).
+pub(super) fn claim_early_exit(
+    st: &mut State,
+    pid: u32,
+    spawned: Instant,
+    events: &events::Events,
+) {
+    match st.unclaimed.remove(&pid) {
+        Some((exit, seen)) if seen >= spawned => record_exit(st, pid, exit, events),
+        _ => {}
     }
 }
