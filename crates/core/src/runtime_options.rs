@@ -110,9 +110,19 @@ mod tests {
     }
 
     #[test]
+    fn runc_options_of_a_shim_held_pod_carry_no_profile() {
+        // containerd 2.x's task options in a pod this shim holds: the task API address only.
+        let runc = any("containerd.runc.v1.Options", vec![0x62, 2, b'/', b's']);
+        assert_eq!(
+            RuntimeOptions::from_any(Some(&runc)).unwrap(),
+            Default::default()
+        );
+    }
+
+    #[test]
     fn other_types_and_inline_bodies_are_refused() {
-        let runc = any("containerd.runc.v1.Options", vec![]);
-        assert!(RuntimeOptions::from_any(Some(&runc)).is_err());
+        let other = any("io.containerd.other.v1.Options", vec![]);
+        assert!(RuntimeOptions::from_any(Some(&other)).is_err());
         let body = any(TYPE_NAME, vec![0x1a, 3, b'a', b'=', b'1']);
         let e = RuntimeOptions::from_any(Some(&body))
             .unwrap_err()

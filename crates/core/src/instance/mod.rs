@@ -99,6 +99,7 @@ fn run<E: Engine>(config: InstanceConfig, loaded: Box<dyn LoadedArtifact>, in_cg
     let mut go = [0u8; 1];
     if !matches!(start.read(&mut go), Ok(1)) {
         // The task was deleted before it was started.
+        log::info!("{config_id}: start pipe closed before Start: not running the guest");
         return 0;
     }
     drop(start);
