@@ -382,7 +382,24 @@ fn kill_orphan_instance(bundle: &Path) {
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
+            // Not our child: wait until it has left its cgroup (dead or a zombie), so that
+            // the cgroup can be removed next.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while is_running(pid as u32, started) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
         }
     }
     let _ = std::fs::remove_file(bundle.join(PID_FILE));
+}
+
+/// Whether the process `pid` that started at `started` is still alive (not a zombie).
+fn is_running(pid: u32, started: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    start_time(pid) == Some(started) && state != Some("Z")
 }
