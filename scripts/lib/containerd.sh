@@ -609,9 +609,14 @@ ctd_stop() {
     fi
 
     # Shims (and what they started) that outlived containerd: their command
-    # line carries -address DIR/containerd.sock.
-    local left
-    left="$(ctd__pids_mentioning "$dir")"
+    # line carries -address DIR/containerd.sock. A Wasm shim serves the node's
+    # pods and exits 2 s after its last one: give it 4 s first.
+    local left i
+    for i in $(seq 40); do
+        left="$(ctd__pids_mentioning "$dir")"
+        [[ -z "$left" ]] && break
+        sleep 0.1
+    done
     if [[ -n "$left" ]]; then
         ctd_log "killing leftover processes: $left"
         # shellcheck disable=SC2086

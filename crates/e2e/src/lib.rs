@@ -876,52 +876,37 @@ pub fn instance_name(id: &str) -> String {
     format!("wasm:{id}").chars().take(15).collect()
 }
 
+/// Every process's pid and `/proc/PID` folder.
+fn processes() -> impl Iterator<Item = (u32, PathBuf)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path())))
+}
+
 /// Processes whose `comm` is `name`, with it.
 pub fn processes_named(name: &str) -> Vec<(u32, String)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) {
-            if comm.trim_end() == name {
-                found.push((pid, comm.trim_end().to_string()));
-            }
-        }
-    }
-    found
+    processes()
+        .filter_map(|(pid, dir)| {
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            (comm.trim_end() == name).then(|| (pid, name.to_string()))
+        })
+        .collect()
 }
 
 pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
     let me = std::process::id();
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-        if cmdline.contains(needle) {
-            found.push((pid, cmdline.trim_end().to_string()));
-        }
-    }
-    found
+    processes()
+        .filter(|(pid, _)| *pid != me)
+        .filter_map(|(pid, dir)| {
+            let raw = std::fs::read(dir.join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+            cmdline
+                .contains(needle)
+                .then(|| (pid, cmdline.trim_end().to_string()))
+        })
+        .collect()
 }
 
 /// Where the processes whose command line mentions `needle` are, thread by thread (state and
