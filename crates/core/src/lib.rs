@@ -15,6 +15,7 @@
 pub mod artifact;
 pub mod audit;
 pub mod bundle;
+mod changed;
 pub mod config;
 pub mod engine;
 pub mod error;

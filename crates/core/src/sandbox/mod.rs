@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::changed::Changed;
 use std::time::{Duration, SystemTime};
 
 pub mod holder;
@@ -15,14 +17,14 @@ mod pod_config;
 mod service;
 
 pub use pod_config::{NamespaceMode, PodConfig};
-pub use service::SandboxService;
+pub use service::{wait_answer, SandboxService};
 
 /// The pods of this shim, shared by the Sandbox and the Task service.
 #[derive(Default)]
 pub struct Pods {
     pods: Mutex<HashMap<String, Pod>>,
     /// Signalled when a holder exits or is stopped.
-    changed: Condvar,
+    changed: Changed,
 }
 
 struct Pod {
@@ -64,15 +66,23 @@ impl Pods {
         }
     }
 
+    /// Signalled when a holder exits or a pod is stopped or removed.
+    pub fn changed(&self) -> &Changed {
+        &self.changed
+    }
+
+    /// Pod `id`'s exit once it has stopped (or is gone), `None` while it runs.
+    pub fn exit(&self, id: &str) -> Option<(u32, SystemTime)> {
+        exit_of(&self.lock(), id)
+    }
+
     /// Wait until pod `id` has stopped (or is gone); its exit.
     fn wait(&self, id: &str, limit: Option<Duration>) -> Option<(u32, SystemTime)> {
         let deadline = limit.map(|l| std::time::Instant::now() + l);
         let mut pods = self.lock();
         loop {
-            match pods.get(id) {
-                None => return Some((0, SystemTime::now())),
-                Some(Pod { exit: Some(e), .. }) => return Some(*e),
-                Some(_) => {}
+            if let Some(exit) = exit_of(&pods, id) {
+                return Some(exit);
             }
             let wait = deadline.map_or(Duration::from_secs(3600), |d| {
                 d.saturating_duration_since(std::time::Instant::now())
@@ -86,5 +96,12 @@ impl Pods {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+}
+
+fn exit_of(pods: &HashMap<String, Pod>, id: &str) -> Option<(u32, SystemTime)> {
+    match pods.get(id) {
+        None => Some((0, SystemTime::now())),
+        Some(pod) => pod.exit,
     }
 }

@@ -49,6 +49,29 @@ impl SandboxService {
     }
 }
 
+impl SandboxService {
+    pub fn pods(&self) -> &Pods {
+        &self.pods
+    }
+
+    /// Not found unless this shim holds pod `id`.
+    pub fn ensure_held(&self, id: &str) -> ttrpc::Result<()> {
+        match self.pods.lock().contains_key(id) {
+            true => Ok(()),
+            false => Err(not_found(id)),
+        }
+    }
+}
+
+/// WaitSandbox's answer for a pod that stopped with `(code, at)`.
+pub fn wait_answer((code, at): (u32, SystemTime)) -> api::WaitSandboxResponse {
+    api::WaitSandboxResponse {
+        exit_status: code,
+        exited_at: timestamp(at),
+        ..Default::default()
+    }
+}
+
 fn status(code: Code, message: String) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, message))
 }
@@ -209,19 +232,12 @@ impl containerd_shim_protos::sandbox_sync::Sandbox for SandboxService {
         _ctx: &TtrpcContext,
         req: api::WaitSandboxRequest,
     ) -> ttrpc::Result<api::WaitSandboxResponse> {
-        let id = &req.sandbox_id;
-        if !self.pods.lock().contains_key(id) {
-            return Err(not_found(id));
-        }
-        let (code, at) = self
+        self.ensure_held(&req.sandbox_id)?;
+        let exit = self
             .pods
-            .wait(id, None)
+            .wait(&req.sandbox_id, None)
             .expect("an unlimited wait ends with an exit");
-        Ok(api::WaitSandboxResponse {
-            exit_status: code,
-            exited_at: timestamp(at),
-            ..Default::default()
-        })
+        Ok(wait_answer(exit))
     }
 
     fn sandbox_status(

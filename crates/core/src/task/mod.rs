@@ -21,7 +21,7 @@ mod zygote;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use containerd_shim::api;
@@ -36,6 +36,7 @@ use containerd_shim::protos::ttrpc::Code;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
 
+use crate::changed::Changed;
 use crate::config::NodeConfig;
 use crate::error::Error;
 use crate::image_layers::Containerd;
@@ -58,7 +59,7 @@ pub use zygote::Zygote;
 pub type CompilerFactory = Box<dyn Fn() -> crate::Result<Compiler> + Send + Sync>;
 
 pub struct TaskService {
-    state: Arc<(Mutex<State>, Condvar)>,
+    state: Arc<(Mutex<State>, Changed)>,
     events: Arc<events::Events>,
     compiler: OnceLock<Compiler>,
     make_compiler: CompilerFactory,
@@ -179,6 +180,16 @@ impl TaskService {
     pub fn warm_zygote(&self) {
         let zygote = self.zygote.clone();
         std::thread::spawn(move || zygote.warm());
+    }
+
+    /// Signalled whenever a task's state changes (an exit recorded, a task deleted).
+    pub fn changed(&self) -> &Changed {
+        &self.state.1
+    }
+
+    /// Wait's answer if the process has exited, `None` while it runs.
+    pub fn try_wait(&self, req: &api::WaitRequest) -> TtrpcResult<Option<api::WaitResponse>> {
+        wait_answer(&self.lock(), req)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -348,18 +359,13 @@ impl containerd_shim::Task for TaskService {
     }
 
     fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
-        let (lock, cvar) = &*self.state;
+        let (lock, changed) = &*self.state;
         let mut st = lock.lock().unwrap();
         loop {
-            let task = st.container(&req.id)?;
-            if let Some(exit) = task.process(&req.exec_id)?.exit {
-                return Ok(api::WaitResponse {
-                    exit_status: exit.code,
-                    exited_at: MessageField::some(timestamp(exit.at)),
-                    ..Default::default()
-                });
+            if let Some(answer) = wait_answer(&st, &req)? {
+                return Ok(answer);
             }
-            st = cvar.wait(st).unwrap();
+            st = changed.wait(st).unwrap();
         }
     }
 
@@ -405,7 +411,7 @@ impl containerd_shim::Task for TaskService {
         if !req.exec_id.is_empty() {
             return self.delete_exec(&req.id, &req.exec_id);
         }
-        let (lock, cvar) = &*self.state;
+        let (lock, changed) = &*self.state;
         let mut st = lock.lock().unwrap();
         let task = st.container(&req.id)?;
         match task.init.status {
@@ -424,7 +430,10 @@ impl containerd_shim::Task for TaskService {
                 );
                 let deadline = Instant::now() + REAP_TIMEOUT;
                 while st.container(&req.id)?.init.exit.is_none() && Instant::now() < deadline {
-                    st = cvar.wait_timeout(st, Duration::from_millis(100)).unwrap().0;
+                    st = changed
+                        .wait_timeout(st, Duration::from_millis(100))
+                        .unwrap()
+                        .0;
                 }
             }
             Status::Stopped => {}
@@ -435,7 +444,7 @@ impl containerd_shim::Task for TaskService {
             crate::shim_log::use_bundle_log(&other.bundle);
         }
         drop(st);
-        cvar.notify_all();
+        changed.notify_all();
         // libcontainer removes a native container's cgroup itself; then this finds none.
         let cleaned = task.backend.cleanup();
         let cgroup_removed = task
@@ -700,6 +709,16 @@ impl TaskService {
 }
 
 /// `container ID` or `exec EXEC of container ID`, for messages.
+/// Wait's answer once the process has exited.
+fn wait_answer(st: &State, req: &api::WaitRequest) -> TtrpcResult<Option<api::WaitResponse>> {
+    let exit = st.container(&req.id)?.process(&req.exec_id)?.exit;
+    Ok(exit.map(|exit| api::WaitResponse {
+        exit_status: exit.code,
+        exited_at: MessageField::some(timestamp(exit.at)),
+        ..Default::default()
+    }))
+}
+
 fn describe(id: &str, exec_id: &str) -> String {
     if exec_id.is_empty() {
         format!("container {id}")

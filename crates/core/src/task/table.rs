@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use containerd_shim::protos::events::task::{TaskExit, TaskOOM};
@@ -168,14 +168,14 @@ impl State {
 }
 
 pub(super) fn record_exit_now(
-    state: &(Mutex<State>, Condvar),
+    state: &(Mutex<State>, crate::changed::Changed),
     pid: u32,
     exit: Exit,
     events: &events::Events,
 ) {
-    let (lock, cvar) = state;
+    let (lock, changed) = state;
     record_exit(&mut lock.lock().unwrap(), pid, exit, events);
-    cvar.notify_all();
+    changed.notify_all();
 }
 
 /// The output of the running process `pid`, to drain before its exit is recorded.

@@ -458,6 +458,19 @@ struct PodRec {
     error: Option<String>,
 }
 
+/// The median of each tenth of `v` (in its order), rounded to 0.1.
+fn tenths(v: &[f64]) -> Vec<f64> {
+    if v.len() < 10 {
+        return Vec::new();
+    }
+    (0..10)
+        .map(|t| {
+            let part = &v[t * v.len() / 10..(t + 1) * v.len() / 10];
+            (median(part).unwrap_or(0.0) * 10.0).round() / 10.0
+        })
+        .collect()
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -867,6 +880,10 @@ fn round(s: &Settings, n: usize, k: &Kind) -> Value {
             "start_container": stats(&col(|p| p.start_ms)),
             "total": stats(&col(|p| p.run_ms + p.create_ms + p.start_ms)),
             "teardown": stats(&col(|p| p.teardown_ms)),
+            // Median of each tenth of the pods in creation order: whether a call slows down
+            // as the node fills.
+            "total_median_by_tenth": tenths(&col(|p| p.run_ms + p.create_ms + p.start_ms)),
+            "start_container_median_by_tenth": tenths(&col(|p| p.start_ms)),
         },
         "pss": {
             "total_mib": mib(total_pss),

@@ -6,6 +6,11 @@
 //! done here, to the same contract: the socket from `-socket`, a second server for a socket
 //! already served only reports its address, stdout is handed back to `start` once serving,
 //! and every child's exit reaches the crate's exit monitor (the shim is their subreaper).
+//!
+//! The server is ttrpc's async one ([`services`]): a node's pods open thousands of
+//! connections to this one process, and each costs a task, not threads.
+
+mod services;
 
 use std::os::fd::IntoRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -14,11 +19,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use containerd_shim::monitor::monitor_notify_by_pid;
-use containerd_shim::protos::shim::shim_ttrpc::create_task;
-use containerd_shim::protos::ttrpc::Server;
+use containerd_shim::protos::ttrpc::asynchronous::Server;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, Flags, Shim};
-use containerd_shim_protos::sandbox_sync::create_sandbox;
+use containerd_shim_protos::sandbox_async::create_sandbox;
+use containerd_shim_protos::shim_async::create_task;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use signal_hook::consts::{SIGCHLD, SIGINT, SIGPIPE, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -26,6 +31,7 @@ use signal_hook::iterator::Signals;
 use crate::engine::Engine;
 use crate::sandbox::SandboxService;
 use crate::shim::WasmShim;
+use services::{AsyncSandboxes, AsyncTasks};
 
 /// Serve until the shim is told to exit; returns the process exit code.
 pub fn run<E: Engine>(runtime_id: &str, flags: Flags, config: Config) -> i32 {
@@ -72,28 +78,39 @@ fn serve<E: Engine>(runtime_id: &str, flags: Flags, mut config: Config) -> Resul
     let tasks = shim.create_task_service(publisher);
     tasks.warm_zygote();
     let sandboxes = SandboxService::new(shim.pods(), tasks.zygote(), tasks.idle_hook());
-    let tasks: Arc<dyn containerd_shim::protos::shim::shim_ttrpc::Task + Send + Sync> =
-        Arc::new(tasks);
-    // containerd opens a connection per task and per pod, and the server gives each a reader,
-    // a writer and its idle workers, all threads: one shim serving a node's pods keeps two
-    // idle workers per connection (one may sit in a blocking Wait) instead of three.
+    // Two workers for the connections (the machines are small); the calls themselves run
+    // on the runtime's blocking pool, which grows with the calls in flight.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ttrpc")
+        .enable_all()
+        .build()
+        .context("starting the ttrpc runtime")?;
     let mut server = Server::new()
-        .set_thread_count_min(1)
-        .set_thread_count_default(2)
-        .set_thread_count_max(3)
+        .set_domain_unix()
         .add_listener(listener.into_raw_fd())?
-        .register_service(create_task(tasks))
-        .register_service(create_sandbox(Arc::new(sandboxes)));
-    server.start()?;
+        .register_service(create_task(Arc::new(AsyncTasks(Arc::new(tasks)))))
+        .register_service(create_sandbox(Arc::new(AsyncSandboxes(Arc::new(
+            sandboxes,
+        )))));
+    runtime.block_on(server.start())?;
     handed_back();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || handle_signals(signals))?;
     log::info!("serving on {}", flags.socket);
     shim.wait();
-    server.shutdown();
+    // Connections still open (containerd's, to a server it no longer needs) are dropped.
+    let closed = runtime.block_on(tokio::time::timeout(SHUTDOWN_WAIT, server.shutdown()));
+    if !matches!(closed, Ok(Ok(()))) {
+        log::warn!("closing the ttrpc server: {closed:?}");
+    }
+    runtime.shutdown_timeout(SHUTDOWN_WAIT);
     Ok(())
 }
+
+/// How long the exiting server waits for its connections and calls to end.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Bind the socket; `None` if a live server already serves it (a stale file is replaced).
 fn listen(socket: &str) -> Result<Option<UnixListener>> {
