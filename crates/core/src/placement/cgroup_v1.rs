@@ -1,21 +1,48 @@
-//! Joining a cgroup v1 hierarchy set quickly.
+//! cgroup v1 through cgroupfs, done quickly.
 //!
 //! The instance process migrates only into the hierarchies that account for or limit what a
 //! Wasm guest can use (memory, CPU, pids, and any the spec sets limits in); for the others it
 //! only creates the folder, so the container's cgroup looks the same to anyone who reads it. A
 //! guest reaches no device, so `devices` has nothing to police, and freezing is not supported.
-//! libcgroups' own v1 manager would migrate into every hierarchy and re-read mountinfo for
-//! each, which costs milliseconds on every start.
+//!
+//! The hierarchies' mount points are read from /proc/self/mountinfo once per process (the
+//! zygote reads them before it forks, so instances inherit them). libcgroups' v1 manager reads
+//! mountinfo again for each controller, to the end for a controller that is not mounted, and
+//! on a node running a thousand pods (a rootfs and a network namespace mount each) one read
+//! costs about 15 ms. So joining, the common limits and removal are done here; anything else
+//! goes through libcgroups.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
 
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxResources};
 
 use crate::error::{IoContext, Result};
 
-/// The v1 hierarchies mounted here: (mount point, controllers), from /proc/self/mountinfo.
-fn hierarchies() -> Result<Vec<(PathBuf, Vec<String>)>> {
+/// A v1 hierarchy: its mount point and its controllers (none for a named one).
+type Hierarchy = (PathBuf, Vec<String>);
+
+static HIERARCHIES: OnceLock<Vec<Hierarchy>> = OnceLock::new();
+
+/// The v1 hierarchies mounted here, read once per process.
+fn hierarchies() -> Result<&'static [Hierarchy]> {
+    if let Some(h) = HIERARCHIES.get() {
+        return Ok(h);
+    }
+    let read = read_hierarchies()?;
+    Ok(HIERARCHIES.get_or_init(|| read))
+}
+
+/// Read the hierarchies now, so that processes forked later find them read.
+pub fn warm() {
+    if let Err(e) = hierarchies() {
+        log::debug!("cgroup v1 hierarchies: {e}");
+    }
+}
+
+fn read_hierarchies() -> Result<Vec<Hierarchy>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")
         .io_context(|| "reading /proc/self/mountinfo".into())?;
     let mut out = Vec::new();
@@ -65,10 +92,11 @@ fn needed(resources: Option<&LinuxResources>) -> BTreeSet<&'static str> {
     set
 }
 
-/// Create `cgroup_path` in every hierarchy and move the calling process into the needed
-/// ones. The caller must be single-threaded: it moves its one thread.
-pub fn join_self(cgroup_path: &Path, resources: Option<&LinuxResources>) -> Result<()> {
-    let relative = cgroup_path.strip_prefix("/").unwrap_or(cgroup_path);
+/// Create `cgroup_path` in every hierarchy and move single-threaded process `pid` into the
+/// needed ones.
+pub fn join_pid(cgroup_path: &Path, resources: Option<&LinuxResources>, pid: u32) -> Result<()> {
+    let task = pid.to_string();
+    let relative = relative(cgroup_path);
     let needed = needed(resources);
     let mut joins = Vec::new();
     for (mount_point, controllers) in hierarchies()? {
@@ -81,18 +109,129 @@ pub fn join_self(cgroup_path: &Path, resources: Option<&LinuxResources>) -> Resu
             continue;
         }
         if controllers.iter().any(|c| c == "cpuset") {
-            inherit_cpuset(&mount_point, relative)?;
+            inherit_cpuset(mount_point, relative)?;
         }
         joins.push(dir.join("tasks"));
     }
-    // "0" into `tasks` moves the calling thread alone. Moving a whole thread group (through
-    // `cgroup.procs`, or any pid) makes the kernel wait for an RCU grace period: 5-20 ms
-    // here, against well under 1 ms for the thread. With one thread, it is the process.
+    // A thread id into `tasks` moves that thread alone. Moving a whole thread group (through
+    // `cgroup.procs`) makes the kernel wait for an RCU grace period: 5-20 ms here, against
+    // well under 1 ms for the thread. With one thread, it is the process.
     for tasks in joins {
-        std::fs::write(&tasks, "0")
-            .io_context(|| format!("moving this process into {}", tasks.display()))?;
+        std::fs::write(&tasks, &task)
+            .io_context(|| format!("moving {task} into {}", tasks.display()))?;
     }
     Ok(())
+}
+
+fn relative(cgroup_path: &Path) -> &Path {
+    cgroup_path.strip_prefix("/").unwrap_or(cgroup_path)
+}
+
+/// Set the limits of `resources` that are written here (CPU shares and quota, the memory
+/// limit, the pids limit); `false`, having written nothing, if it holds any other, which is
+/// then libcgroups' to apply. Device rules are not: the guest is in no devices cgroup.
+pub fn apply_common(cgroup_path: &Path, resources: &LinuxResources) -> Result<bool> {
+    if !only_common(resources) {
+        return Ok(false);
+    }
+    let mut writes: Vec<(&str, &str, String)> = Vec::new();
+    if let Some(cpu) = resources.cpu() {
+        if let Some(shares) = cpu.shares().filter(|s| *s != 0) {
+            writes.push(("cpu", "cpu.shares", shares.to_string()));
+        }
+        // The period first: a quota is checked against the period in place.
+        if let Some(period) = cpu.period().filter(|p| *p != 0) {
+            writes.push(("cpu", "cpu.cfs_period_us", period.to_string()));
+        }
+        if let Some(quota) = cpu.quota().filter(|q| *q != 0) {
+            writes.push(("cpu", "cpu.cfs_quota_us", quota.to_string()));
+        }
+    }
+    if let Some(limit) = resources.memory().as_ref().and_then(|m| m.limit()) {
+        writes.push(("memory", "memory.limit_in_bytes", limit.to_string()));
+    }
+    if let Some(pids) = resources.pids() {
+        let limit = pids.limit();
+        let value = if limit > 0 {
+            limit.to_string()
+        } else {
+            "max".into()
+        };
+        writes.push(("pids", "pids.max", value));
+    }
+    let relative = relative(cgroup_path);
+    for (controller, file, value) in writes {
+        let Some((mount_point, _)) = hierarchies()?
+            .iter()
+            .find(|(_, cs)| cs.iter().any(|c| c == controller))
+        else {
+            return Err(crate::Error::Cgroup(format!(
+                "no cgroup v1 hierarchy has the {controller} controller, needed for {file}"
+            )));
+        };
+        let path = mount_point.join(relative).join(file);
+        std::fs::write(&path, &value)
+            .io_context(|| format!("writing {value} to {}", path.display()))?;
+    }
+    Ok(true)
+}
+
+/// Whether every limit `resources` sets is one [`apply_common`] writes.
+fn only_common(r: &LinuxResources) -> bool {
+    let cpu_common = r.cpu().as_ref().is_none_or(|c| {
+        c == &LinuxCpu::default()
+            .set_shares(c.shares())
+            .set_quota(c.quota())
+            .set_period(c.period())
+            .clone()
+    });
+    let memory_common = r
+        .memory()
+        .as_ref()
+        .is_none_or(|m| m == &LinuxMemory::default().set_limit(m.limit()).clone());
+    cpu_common
+        && memory_common
+        && r.hugepage_limits().as_ref().is_none_or(|h| h.is_empty())
+        && r.block_io().is_none()
+        && r.network().is_none()
+        && r.rdma().as_ref().is_none_or(|m| m.is_empty())
+        && r.unified().as_ref().is_none_or(|m| m.is_empty())
+}
+
+/// Remove `cgroup_path` from every hierarchy, killing what is left in it, as libcgroups does.
+pub fn remove(cgroup_path: &Path) -> Result<()> {
+    let relative = relative(cgroup_path);
+    for (mount_point, _) in hierarchies()? {
+        let dir = mount_point.join(relative);
+        if !dir.exists() {
+            continue;
+        }
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        remove_dir_with_retry(&dir)?;
+    }
+    Ok(())
+}
+
+/// A cgroup whose last process was just killed is busy until the kernel has reaped it.
+fn remove_dir_with_retry(dir: &Path) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            Err(e) => return Err(e).io_context(|| format!("removing {}", dir.display())),
+        }
+    }
 }
 
 /// A new cpuset cgroup starts with no CPUs and no memory nodes, and nothing can join it until
@@ -132,5 +271,32 @@ mod tests {
         }
         assert!(!set.contains("devices"));
         assert!(!needed(None).contains("cpuset"));
+    }
+
+    fn resources(json: serde_json::Value) -> LinuxResources {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn the_common_limits_are_written_here_and_others_go_to_libcgroups() {
+        // What CRI gives a container with requests and limits, and device rules.
+        assert!(only_common(&resources(serde_json::json!({
+            "devices": [{"allow": false, "access": "rwm"}],
+            "cpu": {"shares": 512, "quota": 50000, "period": 100000},
+            "memory": {"limit": 268435456},
+            "pids": {"limit": 100},
+        }))));
+        assert!(only_common(&resources(
+            serde_json::json!({"cpu": {}, "memory": {}})
+        )));
+        for other in [
+            serde_json::json!({"memory": {"limit": 1048576, "swap": 1048576}}),
+            serde_json::json!({"cpu": {"shares": 2, "cpus": "0"}}),
+            serde_json::json!({"blockIO": {"weight": 100}}),
+            serde_json::json!({"hugepageLimits": [{"pageSize": "2MB", "limit": 0}]}),
+            serde_json::json!({"unified": {"memory.high": "1000000"}}),
+        ] {
+            assert!(!only_common(&resources(other.clone())), "{other}");
+        }
     }
 }

@@ -88,27 +88,15 @@ impl Placement {
     /// threads it starts later).
     pub fn enter(&self, id: &str, needs_network: bool, in_cgroup: bool) -> Result<()> {
         if let Some(cg) = self.cgroup.as_ref().filter(|_| !in_cgroup) {
-            let pid = std::process::id();
-            let fast_v1 = !cg.systemd
-                && matches!(
-                    libcgroups::common::get_cgroup_setup(),
-                    Ok(CgroupSetup::Legacy | CgroupSetup::Hybrid)
-                );
-            if fast_v1 {
-                cgroup_v1::join_self(&cg.path, cg.resources.as_ref())?;
-            }
-            let has_limits = cg
+            // On v1 the process's one thread moves (its pid is that thread's id).
+            let cgroup = ContainerCgroup::open(cg, id)?;
+            cgroup.join(std::process::id())?;
+            let limits = cg
                 .resources
                 .as_ref()
-                .is_some_and(|r| r != &LinuxResources::default());
-            if !fast_v1 || has_limits {
-                let cgroup = ContainerCgroup::open(cg, id)?;
-                if !fast_v1 {
-                    cgroup.join(pid)?;
-                }
-                if let Some(resources) = &cg.resources {
-                    cgroup.apply(resources)?;
-                }
+                .filter(|r| *r != &LinuxResources::default());
+            if let Some(resources) = limits {
+                cgroup.apply(resources)?;
             }
         }
         match &self.network {
@@ -123,6 +111,12 @@ impl Placement {
 }
 
 impl CgroupPlacement {
+    /// Read the cgroup v1 hierarchies now: a process forked later (an instance, from the
+    /// zygote) then has them without reading /proc/self/mountinfo itself.
+    pub fn warm() {
+        cgroup_v1::warm();
+    }
+
     /// The container's cgroup made ready to be born into (`CLONE_INTO_CGROUP`): created with
     /// its limits, and its directory opened. Only for a cgroup v2 path of the cgroupfs
     /// driver; `None` otherwise (or if that fails), and the instance joins its cgroup itself.

@@ -73,6 +73,7 @@ fn serve<E: Engine>(runtime_id: &str, flags: Flags, mut config: Config) -> Resul
         return Ok(());
     };
 
+    crate::placement::CgroupPlacement::warm();
     let mut shim = WasmShim::<E>::new(runtime_id, &flags, &mut config);
     let publisher = RemotePublisher::new(&ttrpc_address)?;
     let tasks = shim.create_task_service(publisher);

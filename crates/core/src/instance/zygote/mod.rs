@@ -55,6 +55,8 @@ pub fn main<E: Engine>(log_level: log::LevelFilter) -> i32 {
         E::NAME,
         t0.elapsed().as_micros()
     );
+    // Every instance would read them, and mountinfo grows with the node's pods.
+    crate::placement::CgroupPlacement::warm();
     let mut modules = Modules::default();
     loop {
         let request = match wire::receive_request(sock.as_fd()) {
