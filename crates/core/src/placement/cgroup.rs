@@ -54,6 +54,15 @@ impl ContainerCgroup {
         Ok(self.manager.get_or_init(|| made))
     }
 
+    /// Move the calling process into the cgroup, creating it if needed; on v1 cgroupfs only
+    /// the calling thread (call it while the process has one; threads started later follow).
+    pub fn join_self(&self) -> Result<()> {
+        if self.fast_v1 {
+            return cgroup_v1::join_self(&self.placement.path, self.resources());
+        }
+        self.join(std::process::id())
+    }
+
     /// Move single-threaded process `pid` into the cgroup, creating it if needed.
     pub fn join(&self, pid: u32) -> Result<()> {
         if self.fast_v1 {

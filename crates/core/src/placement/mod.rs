@@ -88,9 +88,8 @@ impl Placement {
     /// threads it starts later).
     pub fn enter(&self, id: &str, needs_network: bool, in_cgroup: bool) -> Result<()> {
         if let Some(cg) = self.cgroup.as_ref().filter(|_| !in_cgroup) {
-            // On v1 the process's one thread moves (its pid is that thread's id).
             let cgroup = ContainerCgroup::open(cg, id)?;
-            cgroup.join(std::process::id())?;
+            cgroup.join_self()?;
             let limits = cg
                 .resources
                 .as_ref()
