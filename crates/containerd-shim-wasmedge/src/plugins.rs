@@ -12,8 +12,9 @@
 //! Container settings: entries of the spec's `process.env` named `WASMEDGE_*` are settings for
 //! the plugin host, not for the guest. They are removed from the guest's environment and, when
 //! plugins are on, set in the instance process's environment before the plugins are loaded
-//! (plugins read them with `getenv`). That process is dedicated to this container and still
-//! single-threaded at that point, so setting its environment is safe. The spec cannot choose
+//! (plugins read them with `getenv`). That process is dedicated to this container, and its
+//! guest's thread is the only one running at that point (the main thread waits for it), so
+//! setting its environment is safe. The spec cannot choose
 //! *which* plugins load: its `WASMEDGE_PLUGIN_PATH` is ignored, the node's applies.
 
 use std::collections::BTreeSet;
@@ -82,8 +83,9 @@ pub fn instances_for(
         return Ok(Vec::new());
     }
 
-    // The instance process is still single-threaded (the core starts no thread before the
-    // task's Start), so setting its environment is safe.
+    // Only the guest's thread runs in the instance process now (the main thread waits for it,
+    // and the core starts no other before the task's Start), so setting its environment is
+    // safe.
     for (key, value) in host_env {
         if key == PLUGIN_PATH_ENV {
             log::warn!(

@@ -137,7 +137,7 @@ impl LoadedArtifact for Loaded {
         let config = crate::engine::runtime_config(runtime)?;
 
         let (guest_env, host_env) = plugins::split_env(&policy.env);
-        // May set this process's environment: the instance process is still single-threaded.
+        // May set this process's environment: no other thread of the instance runs now.
         let plugin_instances = plugins::instances_for(&node_plugins, &host_env, &other_modules)?;
 
         for p in &policy.preopens {

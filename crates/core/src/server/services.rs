@@ -18,8 +18,7 @@ use containerd_shim_protos::sandbox_api;
 use crate::sandbox::SandboxService;
 use crate::task::TaskService;
 
-/// What the synchronous services are handed: they read nothing of it but the request's
-/// metadata and deadline.
+/// The context the synchronous services' methods take (they read none of it).
 fn sync_context(ctx: &AsyncContext) -> TtrpcContext {
     TtrpcContext {
         fd: ctx.fd,
