@@ -367,10 +367,18 @@ pub fn write_pid_file(bundle: &Path, pid: u32) -> crate::Result<()> {
 
 /// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks since boot.
 fn start_time(pid: u32) -> Option<u64> {
+    stat_after_name(pid)?
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// `/proc/PID/stat` from field 3 (the state) on: the command name (field 2) may hold
+/// spaces, and ends at the last ')'.
+fn stat_after_name(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; it ends at the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    Some(stat[stat.rfind(')')? + 1..].to_string())
 }
 
 fn kill_orphan_instance(bundle: &Path) {
@@ -395,11 +403,11 @@ fn kill_orphan_instance(bundle: &Path) {
 
 /// Whether the process `pid` that started at `started` is still alive (not a zombie).
 fn is_running(pid: u32, started: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Some(stat) = stat_after_name(pid) else {
         return false;
     };
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next());
-    start_time(pid) == Some(started) && state != Some("Z")
+    let mut fields = stat.split_whitespace();
+    let state = fields.next();
+    let start = fields.nth(18).and_then(|f| f.parse::<u64>().ok());
+    start == Some(started) && state != Some("Z")
 }

@@ -708,7 +708,6 @@ impl TaskService {
     }
 }
 
-/// `container ID` or `exec EXEC of container ID`, for messages.
 /// Wait's answer once the process has exited.
 fn wait_answer(st: &State, req: &api::WaitRequest) -> TtrpcResult<Option<api::WaitResponse>> {
     let exit = st.container(&req.id)?.process(&req.exec_id)?.exit;
@@ -719,6 +718,7 @@ fn wait_answer(st: &State, req: &api::WaitRequest) -> TtrpcResult<Option<api::Wa
     }))
 }
 
+/// `container ID` or `exec EXEC of container ID`, for messages.
 fn describe(id: &str, exec_id: &str) -> String {
     if exec_id.is_empty() {
         format!("container {id}")
